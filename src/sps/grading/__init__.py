@@ -1,0 +1,1 @@
+"""Grading: turn a completion and a gold answer into a `Grade`."""

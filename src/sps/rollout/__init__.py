@@ -1,0 +1,1 @@
+"""Rollout engines: sample completions with the log-probability of every sampled token."""

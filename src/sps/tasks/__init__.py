@@ -1,0 +1,1 @@
+"""Problems: benchmark loaders, prompt templates and the built-in testbed task."""

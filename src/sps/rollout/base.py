@@ -36,12 +36,15 @@ class Completion:
                    policy (before top-p/top-k filtering), one per token id: the "old" log-probs
                    that the RL ratio is taken against.
     finish_reason: "stop" (EOS sampled) or "length" (max_new_tokens reached).
+    entropies:     entropy of the temperature-scaled next-token distribution at each step, when
+                   the engine can report it (the squeezing metrics use it); None otherwise.
     """
 
     token_ids: list[int]
     text: str
     logprobs: list[float]
     finish_reason: str
+    entropies: list[float] | None = None
 
 
 class RolloutEngine(Protocol):

@@ -1,0 +1,72 @@
+"""`sps eval` as a library call: load a model once, evaluate it on one or more benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from sps.evaluation.report import combined_table
+from sps.evaluation.runner import EvalSettings, run_eval
+from sps.io import atomic_write_text
+from sps.tasks.benchmarks import FieldNames, load_benchmark
+
+
+def make_engine(kind: str, model, tokenizer, model_path: str, batch_size: int):
+    """The rollout engine by name: 'hf' (any transformers model) or 'vllm' (when installed)."""
+    if kind == "hf":
+        from sps.rollout.hf import HFEngine
+
+        return HFEngine(model, tokenizer, batch_size=batch_size)
+    if kind == "vllm":
+        from sps.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_path, tokenizer)
+    raise ValueError(f"unknown engine {kind!r}; choose hf or vllm")
+
+
+def evaluate_model(
+    model_name: str,
+    benchmark_specs: list[str],
+    out: str | Path,
+    base: EvalSettings,
+    prompt_template: str | None = None,
+    grader: str | None = None,
+    data_dir: str | None = None,
+    fields: FieldNames | None = None,
+    engine: str = "hf",
+    batch_size: int = 256,
+    dtype: str = "auto",
+    device: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, dict]:
+    """Evaluate one model on each benchmark; returns {benchmark name: metrics}.
+
+    `base` carries the sampling settings; its benchmark, template and grader fields are filled in
+    per benchmark. One benchmark writes into `out`; several write into out/<name>/ each, plus a
+    combined table in out/summary.md.
+    """
+    from sps.grading.registry import get_grader
+    from sps.models.loading import load_policy, resolve_model_path
+
+    # Load every benchmark first, so a typo in the last one fails before any sampling.
+    benchmarks = [load_benchmark(spec, data_dir, fields) for spec in benchmark_specs]
+    for b in benchmarks:
+        for message in b.skipped:
+            print(f"warning: {b.name}: skipped malformed row: {message}")
+    model, tokenizer = load_policy(model_name, dtype=dtype, device=device)
+    rollout = make_engine(engine, model, tokenizer, resolve_model_path(model_name), batch_size)
+    out = Path(out)
+    results, graders = {}, {}
+    try:
+        for b in benchmarks:
+            name = grader or b.grader
+            graders.setdefault(name, get_grader(name))
+            settings = replace(base, benchmark=b.source, prompt_template=prompt_template or b.template, grader=name)
+            folder = out if len(benchmarks) == 1 else out / b.name
+            results[b.name] = run_eval(rollout, tokenizer, b, settings, folder, graders[name], batch_size, overwrite)
+    finally:
+        for g in graders.values():
+            g.close()
+    if len(benchmarks) > 1:
+        atomic_write_text(out / "summary.md", f"# {model_name}\n\n" + combined_table(results) + "\n")
+    return results

@@ -1,0 +1,159 @@
+"""Sampling evaluation: n completions per problem, graded, written so that a crash loses nothing.
+
+Everything lands in one folder per benchmark:
+  settings.json  what the samples depend on; a rerun with other settings is refused
+  samples.jsonl  one row per sample, appended batch by batch and fsynced
+  metrics.json, report.md, pass_at_k.png   computed from samples.jsonl alone
+Rerunning the same command after a crash generates only the samples that are missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sps.evaluation.metrics import compute_metrics
+from sps.evaluation.report import write_report
+from sps.io import append_jsonl, atomic_write_json, read_jsonl_repairing
+from sps.progress import progress_bar
+from sps.rollout.base import SamplingParams
+from sps.tasks.benchmarks import Benchmark
+from sps.tasks.templates import encode_prompt
+
+OUTPUTS = ("samples.jsonl", "metrics.json", "report.md", "pass_at_k.png")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything the samples of an evaluation depend on (batch size and device are not)."""
+
+    model: str
+    benchmark: str
+    n: int = 8
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 1024
+    limit: int | None = None
+    prompt_template: str = "qwen-boxed"
+    grader: str = "math"
+    seed: int = 0
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
+
+
+class SettingsMismatch(ValueError):
+    """The output folder holds samples made with other settings."""
+
+
+def prepare_out_dir(out_dir: Path, settings: EvalSettings, overwrite: bool) -> None:
+    """Create out_dir with settings.json, or check that the one there matches."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings_file = out_dir / "settings.json"
+    current = asdict(settings)
+    if settings_file.exists() and not overwrite:
+        stored = json.loads(settings_file.read_text())
+        differ = [f"{k}: {stored.get(k)!r} there, {v!r} now" for k, v in current.items() if stored.get(k) != v]
+        if differ:
+            raise SettingsMismatch(
+                f"{out_dir} holds an evaluation with other settings ({'; '.join(differ)}). "
+                "Use another output folder, or --overwrite to discard it."
+            )
+    if overwrite:
+        for name in OUTPUTS:
+            (out_dir / name).unlink(missing_ok=True)
+    atomic_write_json(settings_file, current)
+
+
+def stable_seed(*parts) -> int:
+    """A seed that depends only on its parts, so a resumed run samples its batches reproducibly."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def missing_work(problem_ids: list[str], done_rows: list[dict], n: int, samples_file: Path) -> dict[str, list[int]]:
+    """For each problem, the sample indices not yet in samples.jsonl (in problem order)."""
+    known = set(problem_ids)
+    done: set[tuple[str, int]] = set()
+    for row in done_rows:
+        key = (row["problem_id"], row["sample_index"])
+        if row["problem_id"] not in known or not 0 <= row["sample_index"] < n:
+            raise ValueError(f"{samples_file} has a sample {key} that these settings would not produce")
+        if key in done:
+            raise ValueError(f"{samples_file} holds sample {key} twice")
+        done.add(key)
+    return {pid: [i for i in range(n) if (pid, i) not in done] for pid in problem_ids}
+
+
+def run_eval(
+    engine,
+    tokenizer,
+    benchmark: Benchmark,
+    settings: EvalSettings,
+    out_dir: str | Path,
+    grader,
+    batch_rows: int = 256,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    """Sample, grade and report one benchmark into out_dir; returns the metrics dict.
+
+    batch_rows: about how many samples are generated and graded between two writes.
+    """
+    out_dir = Path(out_dir)
+    prepare_out_dir(out_dir, settings, overwrite)
+    problems = benchmark.problems[: settings.limit] if settings.limit else benchmark.problems
+    by_id = {p.id: p for p in problems}
+    samples_file = out_dir / "samples.jsonl"
+    rows = read_jsonl_repairing(samples_file)
+    todo = {pid: idx for pid, idx in missing_work(list(by_id), rows, settings.n, samples_file).items() if idx}
+    total = len(problems) * settings.n
+    sampling = settings.sampling()
+
+    with progress_bar(f"eval {benchmark.name}", total=total, done=len(rows), enabled=show_progress) as advance:
+        for batch in batches(todo, batch_rows):
+            prompts = [encode_prompt(settings.prompt_template, by_id[pid].problem, tokenizer) for pid in batch]
+            count = len(todo[batch[0]])
+            seed = stable_seed(settings.seed, tuple(batch), tuple(todo[batch[0]]))
+            groups = engine.generate(prompts, count, sampling, seed=seed)
+            flat = [(pid, index, c) for pid, group in zip(batch, groups) for index, c in zip(todo[pid], group)]
+            grades = grader.grade([c.text for _, _, c in flat], [by_id[pid] for pid, _, _ in flat])
+            new_rows = [
+                {
+                    "problem_id": pid,
+                    "sample_index": index,
+                    "completion": c.text,
+                    "extracted": g.extracted,
+                    "correct": g.correct,
+                    "status": g.status,
+                    "detail": g.detail,
+                    "num_tokens": len(c.token_ids),
+                    "finish_reason": c.finish_reason,
+                }
+                for (pid, index, c), g in zip(flat, grades)
+            ]
+            append_jsonl(samples_file, new_rows)
+            rows.extend(new_rows)
+            advance(len(new_rows))
+
+    order = {pid: i for i, pid in enumerate(by_id)}
+    rows.sort(key=lambda r: (order[r["problem_id"]], r["sample_index"]))
+    metrics = compute_metrics(rows)
+    metrics["skipped_rows"] = benchmark.skipped
+    write_report(out_dir, metrics, title=f"{benchmark.name}: {settings.model}", settings=asdict(settings))
+    return metrics
+
+
+def batches(todo: dict[str, list[int]], batch_rows: int) -> list[list[str]]:
+    """Group problems that miss the same sample indices, about batch_rows samples per group."""
+    groups: list[list[str]] = []
+    for pid, indices in todo.items():
+        last = groups[-1] if groups else None
+        if last and todo[last[0]] == indices and (len(last) + 1) * len(indices) <= max(batch_rows, len(indices)):
+            last.append(pid)
+        else:
+            groups.append([pid])
+    return groups

@@ -1,0 +1,144 @@
+"""Math grading with math-verify, run in worker processes under a hard per-item timeout.
+
+The answer is the last `\\boxed{...}` (or `\\fbox{...}`) of the completion, found by our own brace
+matching; without one, math-verify searches the completion's tail. Parsed sympy objects never
+leave `_grade`: they are never printed, logged or sent between processes, because turning a huge
+one into text can hang (`Grade.extracted` is always the answer's text).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from operator import itemgetter
+
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from math_verify.errors import TimeoutException
+
+from sps.grading.base import Grade
+from sps.grading.pool import Failure, WorkerPool
+from sps.tasks.problem import Problem
+
+DEFAULT_TIMEOUT_S = 10.0
+# math-verify's own SIGALRM limit (whole seconds) for each of its three steps: parse the gold, parse
+# the answer, compare. Three of them stay under the default hard limit, so a slow item usually ends
+# as a cheap False instead of a killed and respawned worker.
+MATH_VERIFY_TIMEOUT_S = 3
+# Without a boxed answer, only the completion's tail is searched: the answer is at the end, and
+# math-verify's regexes would be slow on a 100,000-character completion.
+TAIL_CHARS = 2000
+
+_EXTRACTION = (LatexExtractionConfig(), ExprExtractionConfig())
+# The opening of a box, an escaped (literal) brace, or a grouping brace.
+_BRACE_TOKEN = re.compile(r"\\(?:boxed|fbox)\s*\{|\\[{}]|[{}]")
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last closed `\\boxed{...}` or `\\fbox{...}` in `text`, or None.
+
+    One left-to-right pass over the braces with a stack, so nested boxes, escaped braces (`\\{`)
+    and unbalanced braces all cost linear time; a box that is never closed does not count.
+    """
+    # For each open brace: where the box content starts, or None for a plain grouping brace.
+    open_braces: list[int | None] = []
+    last = None
+    for token in _BRACE_TOKEN.finditer(text):
+        brace = token.group()
+        if brace.endswith("{") and brace != "\\{":
+            open_braces.append(token.end() if len(brace) > 1 else None)
+        elif brace == "}" and open_braces:
+            content_start = open_braces.pop()
+            if content_start is not None:
+                last = text[content_start : token.start()]
+    return last
+
+
+def grade_math_serial(completion: str, gold: str) -> Grade:
+    """Grade one completion against one gold answer in this process; the pool's workers run exactly this.
+
+    Its only protection against a hang is math-verify's SIGALRM, which needs the main thread and
+    cannot stop C-level bignum work: grade untrusted completions with `MathGrader`.
+    """
+    try:
+        return _grade(completion, gold)
+    except TimeoutException:  # a BaseException, raised outside math-verify's own handlers
+        return Grade(False, "timeout", detail=f"math-verify timed out grading against gold {gold[:100]!r}")
+    except Exception as error:
+        # The type name only: the message could hold a sympy object, and printing that can hang.
+        return Grade(
+            False, "error", detail=f"{type(error).__name__} while grading against gold {gold[:100]!r}"
+        )
+
+
+def _grade(completion: str, gold: str) -> Grade:
+    gold_parsed = _parse_gold(gold)
+    if not _has_math(gold_parsed):
+        return Grade(False, "error", detail=f"math-verify cannot parse the gold answer {gold[:100]!r}")
+    boxed = last_boxed(completion)
+    if boxed is not None:
+        answer = _parse(f"${boxed}$")
+        extracted = boxed
+    else:
+        answer = _parse(completion[-TAIL_CHARS:])
+        if not answer:
+            return Grade(
+                False, "no_answer", detail="no \\boxed{} answer and no math in the completion's tail"
+            )
+        # parse() returns [parsed, matched text], or just the text when parsing failed. The text is
+        # after math-verify's LaTeX normalization: "$0.5$" comes back as "\frac{1}{2}".
+        extracted = next((item for item in answer if isinstance(item, str)), None)
+    correct = verify(gold_parsed, answer, timeout_seconds=MATH_VERIFY_TIMEOUT_S)
+    if not correct and not _has_math(answer):
+        return Grade(False, "malformed", extracted, "the answer does not parse as math")
+    return Grade(correct, "ok", extracted)
+
+
+@lru_cache(maxsize=4096)
+def _parse_gold(gold: str) -> list:
+    """The parsed gold answer, cached: a worker sees the same gold for every sample of a problem.
+
+    Callers must not mutate the list; it stays a list because verify() treats a tuple as one item.
+    """
+    return _parse(f"${gold}$")
+
+
+def _parse(text: str) -> list:
+    return parse(text, extraction_config=_EXTRACTION, parsing_timeout=MATH_VERIFY_TIMEOUT_S)
+
+
+def _has_math(parsed: list) -> bool:
+    """Whether math-verify parsed something, not only fell back to the matched text."""
+    return any(not isinstance(item, str) for item in parsed)
+
+
+def _warm_up() -> None:
+    """Worker initializer: load math-verify's parser and regexes before the first timed item."""
+    grade_math_serial("\\boxed{\\frac{1}{2}}", "0.5")
+
+
+class MathGrader:
+    """Grades math completions with math-verify in worker processes, each under a hard timeout."""
+
+    name = "math"
+
+    def __init__(self, workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self._pool = WorkerPool(grade_math_serial, workers, timeout_s, initializer=_warm_up)
+
+    def grade(self, completions: Sequence[str], problems: Sequence[Problem]) -> list[Grade]:
+        """One Grade per (completion, problem) pair, in order."""
+        if len(completions) != len(problems):
+            raise ValueError(f"got {len(completions)} completions for {len(problems)} problems")
+        pairs = zip(completions, (problem.answer for problem in problems), strict=True)
+        results = self._pool.map(pairs, key=itemgetter(1))  # by gold: each worker caches parsed golds
+        return [Grade(False, r.status, detail=r.detail) if isinstance(r, Failure) else r for r in results]
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self._pool.close()
+
+    def __enter__(self) -> MathGrader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

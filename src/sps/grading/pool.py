@@ -1,0 +1,213 @@
+"""A small pool of worker processes that runs one function on many items under a hard per-item timeout.
+
+math-verify's own timeouts use SIGALRM, which works only on a process's main thread and waits for
+C-level bignum work to return (during `str()` of a parsed `(10^{10^{10}})!-1`, an alarm due after
+2 s fired after 11 s; the `str()` itself runs for over 30 s). So the parent keeps a deadline for
+every busy worker and SIGKILLs a worker that passes it, returning a `Failure` for its item and
+starting a replacement. `ProcessPoolExecutor` cannot kill one stuck worker, hence this pool.
+Workers are spawned, never forked: the parent may hold torch and its threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+# How long a new worker may take to import its function and run the initializer.
+STARTUP_TIMEOUT_S = 120.0
+
+
+def default_workers() -> int:
+    """The default worker count: min(4, CPU count)."""
+    return min(4, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an item has no result: status "timeout" (killed at its deadline) or "error" (raised or crashed)."""
+
+    status: str
+    detail: str
+
+
+def _serve(conn: Connection, fn: Callable[..., Any], initializer: Callable[[], None] | None) -> None:
+    """Worker main loop: answer each argument tuple with ("ok", fn(*args)) or ("error", reason)."""
+    if initializer is not None:
+        initializer()
+    conn.send(("ready", None))
+    while True:
+        try:
+            args = conn.recv()
+        except EOFError:  # the parent closed the pipe or exited
+            return
+        try:
+            reply = ("ok", fn(*args))
+        except Exception as error:
+            # The type name only: formatting the exception could stringify a huge object and hang.
+            reply = ("error", f"raised {type(error).__name__}")
+        conn.send(reply)
+
+
+class _Worker:
+    """One worker process, the parent's end of its pipe, and the item it is working on."""
+
+    def __init__(self, context: Any, fn: Callable[..., Any], initializer: Callable[[], None] | None):
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child_conn, fn, initializer), daemon=True)
+        self.process.start()
+        child_conn.close()
+        self.ready = False
+        self.index: int | None = None  # the item it is working on
+        self.key: Hashable = None  # the key of its latest item
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
+
+    @property
+    def waited_on(self) -> bool:
+        """Whether a reply is due: the ready signal or the result of an item."""
+        return not self.ready or self.index is not None
+
+    def stop(self) -> None:
+        """Kill the process (it holds no state worth a graceful exit) and reap it."""
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.stop()
+    workers.clear()
+
+
+class WorkerPool:
+    """Runs `fn(*args)` for argument tuples in worker processes, each call under a hard timeout.
+
+    Workers start on first use and are reused across `map` calls; `close()` (or leaving a `with`
+    block, or interpreter exit) stops them. `fn` and `initializer` must be importable module-level
+    functions, as spawned workers unpickle them by name. Not safe to `map` from several threads at once.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        workers: int | None = None,
+        timeout_s: float = 10.0,
+        initializer: Callable[[], None] | None = None,
+    ):
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.fn = fn
+        self.size = workers or default_workers()
+        self.timeout_s = timeout_s
+        self.initializer = initializer
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers)
+
+    def map(self, arg_tuples: Iterable[tuple], key: Callable[[tuple], Hashable] | None = None) -> list[Any]:
+        """Results of `fn(*args)` in input order; a `Failure` for each item that timed out or failed.
+
+        Items with the same `key(args)` go to the same worker where that keeps all workers busy, so
+        per-process caches (a parsed gold answer shared by all samples of a problem) get hits.
+        """
+        queues: dict[Hashable, deque[tuple[int, tuple]]] = {}
+        for index, args in enumerate(arg_tuples):
+            queues.setdefault(key(args) if key else None, deque()).append((index, args))
+        results: list[Any] = [None] * sum(len(queue) for queue in queues.values())
+        try:
+            while len(self._workers) < min(self.size, len(results)):
+                self._workers.append(self._new_worker())
+            while queues or any(worker.index is not None for worker in self._workers):
+                for worker in self._workers:
+                    if queues and worker.ready and worker.index is None:
+                        self._dispatch(worker, *self._next_job(worker, queues), results)
+                self._collect(results)
+        except BaseException:
+            self.close()  # workers still busy with this call's items must not leak into the next call
+            raise
+        return results
+
+    def close(self) -> None:
+        """Stop all workers; a later `map` starts fresh ones."""
+        _stop_all(self._workers)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self._context, self.fn, self.initializer)
+
+    def _next_job(
+        self, worker: _Worker, queues: dict[Hashable, deque[tuple[int, tuple]]]
+    ) -> tuple[int, tuple]:
+        """Pop an item for `worker`: with its last key, else with a key no busy worker has, else the oldest."""
+        busy_keys = {other.key for other in self._workers if other.index is not None}
+        if worker.key not in queues:
+            worker.key = next((key for key in queues if key not in busy_keys), next(iter(queues)))
+        queue = queues[worker.key]
+        job = queue.popleft()
+        if not queue:
+            del queues[worker.key]
+        return job
+
+    def _dispatch(self, worker: _Worker, index: int, args: tuple, results: list[Any]) -> None:
+        worker.index = index
+        worker.deadline = time.monotonic() + self.timeout_s
+        try:
+            worker.conn.send(args)
+        except OSError:  # the worker died while idle
+            self._replace(worker, results, Failure("error", f"item {index}: its worker process had died"))
+
+    def _collect(self, results: list[Any]) -> None:
+        """Wait for the first reply or deadline, then handle every worker that replied or ran out of time."""
+        waited_on = [worker for worker in self._workers if worker.waited_on]
+        next_deadline = min(worker.deadline for worker in waited_on)
+        replied = wait([worker.conn for worker in waited_on], max(0.0, next_deadline - time.monotonic()))
+        for worker in waited_on:
+            if worker.conn in replied:
+                self._receive(worker, results)
+            elif time.monotonic() >= worker.deadline:
+                if not worker.ready:
+                    raise RuntimeError(
+                        f"a worker for {self.fn.__name__} did not start in {STARTUP_TIMEOUT_S} s"
+                    )
+                failure = Failure(
+                    "timeout", f"item {worker.index}: exceeded the {self.timeout_s} s hard timeout"
+                )
+                self._replace(worker, results, failure)
+
+    def _receive(self, worker: _Worker, results: list[Any]) -> None:
+        try:
+            status, value = worker.conn.recv()
+        except (EOFError, OSError):  # the process died: a crash, not a slow item
+            if not worker.ready:
+                raise RuntimeError(f"a worker for {self.fn.__name__} died while starting") from None
+            worker.process.join()
+            detail = f"item {worker.index}: worker process died (exit code {worker.process.exitcode})"
+            self._replace(worker, results, Failure("error", detail))
+            return
+        if status == "ready":
+            worker.ready = True
+        else:
+            results[worker.index] = (
+                value
+                if status == "ok"
+                else Failure("error", f"item {worker.index}: {self.fn.__name__} {value}")
+            )
+            worker.index = None
+
+    def _replace(self, worker: _Worker, results: list[Any], failure: Failure) -> None:
+        """Record `failure` for the worker's item, kill the worker and start a fresh one in its place."""
+        results[worker.index] = failure
+        worker.stop()
+        self._workers[self._workers.index(worker)] = self._new_worker()

@@ -1,0 +1,138 @@
+"""MathGrader with the real math-verify: equivalences, extraction, hostile and pathological completions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sps.grading.base import Grade
+from sps.grading.math import MathGrader, grade_math_serial, last_boxed
+from sps.grading.registry import grade_one
+from sps.tasks.problem import Problem
+
+HARD_TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def grader():
+    with MathGrader(workers=2, timeout_s=HARD_TIMEOUT_S) as math_grader:
+        yield math_grader
+
+
+def grade(grader: MathGrader, completion: str, gold: str) -> Grade:
+    return grader.grade([completion], [Problem(id="p", problem="", answer=gold)])[0]
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold"),
+    [
+        ("So the answer is $\\boxed{\\frac{1}{2}}$.", "0.5"),
+        ("\\boxed{0.5}", "\\frac{1}{2}"),
+        ("The solutions are \\boxed{1, 2, 3}", "\\{1,2,3\\}"),
+        ("\\boxed{(1, 2]}", "(1,2]"),
+        ("\\boxed{\\sqrt{8}}", "2\\sqrt2"),
+        ("\\boxed{(3, \\pi/2)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("\\boxed{\\dfrac{14}{3}}", "\\frac{14}{3}"),
+        ("First \\boxed{7}, but wait, it is \\boxed{18}", "18"),
+        ("\\fbox{18}", "18"),
+        ("\\boxed{\\text{Evelyn}}", "\\text{Evelyn}"),
+        ("No box here. The final answer is 42", "42"),
+    ],
+)
+def test_equivalent_answers_are_correct(grader, completion, gold):
+    result = grade(grader, completion, gold)
+    assert result.status == "ok" and result.correct, result
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold"),
+    [
+        ("\\boxed{18}, no wait: \\boxed{7}", "18"),  # the last box counts
+        ("\\boxed{(1, 2)}", "(1,2]"),
+        ("\\boxed{\\frac{1}{3}}", "0.5"),
+        ("\\boxed{3}", "\\{1,2,3\\}"),
+    ],
+)
+def test_wrong_answers_are_incorrect(grader, completion, gold):
+    result = grade(grader, completion, gold)
+    assert result.status == "ok" and not result.correct, result
+
+
+def test_extracted_is_the_boxed_text():
+    assert grade_math_serial("so \\boxed{\\frac{1}{2}} done", "0.5").extracted == "\\frac{1}{2}"
+
+
+def test_no_answer():
+    result = grade_math_serial("I do not know how to solve this.", "5")
+    assert result == Grade(False, "no_answer", detail=result.detail)
+
+
+def test_empty_box_is_malformed():
+    assert grade_math_serial("\\boxed{}", "5").status == "malformed"
+
+
+def test_unparsable_gold_is_an_error_naming_it():
+    result = grade_math_serial("\\boxed{1}", "\\frac{")
+    assert result.status == "error" and "'\\\\frac{'" in result.detail
+
+
+def test_completions_that_look_like_code_are_never_run(grader, tmp_path):
+    marker = tmp_path / "PWNED"
+    completions = [
+        f"\\boxed{{__import__('os').system('touch {marker}')}}",
+        f"The answer is __import__('os').system('touch {marker}')",
+        f"Answer: exec(\"open('{marker}', 'w')\")",
+        f"```python\nimport os\nos.system('touch {marker}')\n```\nFinal answer: eval('1+1')",
+    ]
+    results = grader.grade(completions, [Problem(id="p", problem="", answer="2")] * len(completions))
+    assert not marker.exists()
+    assert not any(result.correct for result in results), results
+
+
+def test_pathological_completions_end_within_the_hard_timeout(grader):
+    completions = [
+        "\\boxed{(10^{10^{10}})!}",  # sympy would compute a 10^10-digit number
+        "x + 1 = 2. " * 9_000 + "\\boxed{18}",  # about 100,000 characters
+        "y = {{{ 2 ] \\boxed{18} }}}} \\boxed{ \\frac{1}",  # unbalanced braces, an unclosed last box
+    ]
+    start = time.monotonic()
+    huge, long, unbalanced = grader.grade(completions, [Problem(id="p", problem="", answer="18")] * 3)
+    assert time.monotonic() - start < HARD_TIMEOUT_S + 5
+    assert huge.status == "timeout" and not huge.correct
+    assert long.correct
+    assert unbalanced.correct and unbalanced.extracted == "18"
+    # The pool replaced the killed worker and still grades normally.
+    assert grade(grader, "\\boxed{18}", "18").correct
+
+
+def test_grade_one_convenience():
+    assert grade_one("0.5", "\\boxed{1/2}") == Grade(True, "ok", "1/2")
+
+
+def test_grade_rejects_mismatched_lengths(grader):
+    with pytest.raises(ValueError, match="2 completions for 1 problems"):
+        grader.grade(["a", "b"], [Problem(id="p", problem="", answer="1")])
+
+
+@pytest.mark.parametrize(
+    ("text", "content"),
+    [
+        ("\\boxed{1} then \\boxed{2}", "2"),
+        ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
+        ("\\boxed{\\boxed{3}}", "\\boxed{3}"),
+        ("\\fbox {7} }", "7"),
+        ("\\boxed{4} \\boxed{5", "4"),  # a box never closed does not count
+        ("}} { \\boxed{6", None),
+        ("no box", None),
+    ],
+)
+def test_last_boxed(text, content):
+    assert last_boxed(text) == content
+
+
+def test_last_boxed_is_linear_on_many_unclosed_boxes():
+    start = time.monotonic()
+    assert last_boxed("\\boxed{" * 50_000) is None
+    assert time.monotonic() - start < 1

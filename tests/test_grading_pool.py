@@ -1,0 +1,99 @@
+"""WorkerPool: hard timeouts kill and replace a worker, crashes become errors, order is kept."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import pytest
+
+from sps.grading.pool import Failure, WorkerPool
+
+
+# Module-level helpers: spawned workers import this module to unpickle them.
+def sleep_then_pid(seconds: float, group: int = 0) -> int:
+    """Sleep, then say which worker process ran the item (`group` is only for keying items)."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def sleep_then_echo(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value
+
+
+def exit_or_pid(exit_code: int) -> int:
+    """Crash the worker with `exit_code` unless it is 0."""
+    if exit_code:
+        os._exit(exit_code)
+    return os.getpid()
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_results_come_back_in_input_order():
+    # Later items finish first, so completion order is the reverse of input order.
+    items = [(0.05 * (5 - i), i) for i in range(6)]
+    with WorkerPool(sleep_then_echo, workers=2, timeout_s=5) as pool:
+        assert pool.map(items) == list(range(6))
+        assert pool.map([]) == []
+
+
+def test_hanging_item_is_killed_and_its_worker_replaced():
+    with WorkerPool(sleep_then_pid, workers=1, timeout_s=1) as pool:
+        start = time.monotonic()
+        first, hung, after = pool.map([(0,), (60,), (0,)])
+        assert time.monotonic() - start < 10
+        assert hung == Failure("timeout", "item 1: exceeded the 1 s hard timeout")
+        assert after != first, "the killed worker must be replaced by a new process"
+        assert not is_alive(first)
+        assert pool.map([(0,)]) == [after], "the replacement is reused by the next call"
+
+
+def test_crashed_worker_is_an_error_and_is_replaced():
+    with WorkerPool(exit_or_pid, workers=1, timeout_s=5) as pool:
+        first, crashed, after = pool.map([(0,), (7,), (0,)])
+        assert crashed == Failure("error", "item 1: worker process died (exit code 7)")
+        assert isinstance(after, int) and after != first
+
+
+def test_items_with_one_key_stay_on_one_worker():
+    items = [(0.01, group) for group in range(6) for _ in range(4)]
+    with WorkerPool(sleep_then_pid, workers=2, timeout_s=5) as pool:
+        pids = pool.map(items, key=lambda args: args[1])
+    workers_per_group = [
+        len({pid for pid, (_, g) in zip(pids, items, strict=True) if g == group}) for group in range(6)
+    ]
+    # Only where one worker runs out of groups of its own may it share another's.
+    assert workers_per_group.count(1) >= 4, workers_per_group
+
+
+def test_exception_in_the_function_is_an_error_naming_its_type():
+    with WorkerPool(math.sqrt, workers=1, timeout_s=5) as pool:
+        assert pool.map([(4.0,), (-1.0,), (9.0,)]) == [
+            2.0,
+            Failure("error", "item 1: sqrt raised ValueError"),
+            3.0,
+        ]
+
+
+def test_close_stops_the_workers_and_a_later_call_starts_fresh_ones():
+    pool = WorkerPool(sleep_then_pid, workers=2, timeout_s=5)
+    pids = set(pool.map([(0.1,), (0.1,)]))
+    assert all(is_alive(pid) for pid in pids)
+    pool.close()
+    assert not any(is_alive(pid) for pid in pids)
+    assert pool.map([(0,)])[0] not in pids, "a closed pool starts fresh workers"
+    pool.close()
+
+
+def test_rejects_a_non_positive_timeout():
+    with pytest.raises(ValueError, match="timeout_s"):
+        WorkerPool(sleep_then_pid, timeout_s=0)

@@ -14,6 +14,7 @@ from sps.tasks.countdown import (
     build_splits,
     enumerate_solutions,
     format_prompt,
+    held_out_pairs,
     prompt_width,
     verify,
 )
@@ -38,6 +39,19 @@ def test_splits_hold_out_whole_multisets(splits):
     assert len(test) >= 100  # enough held-out multisets that test problems are not a handful of tuples
     ids = [p.id for problems in splits.values() for p in problems]
     assert len(ids) == len(set(ids))
+
+
+def test_held_out_pairs_never_meet_in_training(splits):
+    pairs = held_out_pairs(CountdownConfig())
+    assert len(pairs["test"]) == 2 and len(pairs["validation"]) == 1
+    assert not set(pairs["test"]) & set(pairs["validation"])
+
+    def has(problem, chosen):
+        return any(a in problem.meta["numbers"] and b in problem.meta["numbers"] for a, b in chosen)
+
+    assert all(has(p, pairs["test"]) for p in splits["test"])
+    assert all(has(p, pairs["validation"]) and not has(p, pairs["test"]) for p in splits["validation"])
+    assert not any(has(p, pairs["test"] + pairs["validation"]) for p in splits["train"])
 
 
 def test_problems_are_well_formed(splits):
@@ -88,16 +102,16 @@ def test_enumeration_finds_every_solution_the_verifier_accepts():
 
 
 def test_splits_are_deterministic_and_seeded():
-    cfg = CountdownConfig(max_numbers=3, validation_size=10, test_size=30)
+    cfg = CountdownConfig(max_numbers=3, test_pairs=6, validation_pairs=4, validation_size=10, test_size=30)
     first, second = build_splits(cfg), build_splits(cfg)
     assert first == second
-    other = build_splits(CountdownConfig(max_numbers=3, validation_size=10, test_size=30, seed=1))
+    other = build_splits(CountdownConfig(max_numbers=3, test_pairs=6, validation_pairs=4, validation_size=10, test_size=30, seed=1))
     assert [p.id for p in other["test"]] != [p.id for p in first["test"]]
 
 
 def test_resizing_one_split_leaves_the_others_alone():
-    small = build_splits(CountdownConfig(max_numbers=3, validation_size=10, test_size=30))
-    bigger = build_splits(CountdownConfig(max_numbers=3, validation_size=10, test_size=40))
+    small = build_splits(CountdownConfig(max_numbers=3, test_pairs=6, validation_pairs=4, validation_size=10, test_size=30))
+    bigger = build_splits(CountdownConfig(max_numbers=3, test_pairs=6, validation_pairs=4, validation_size=10, test_size=40))
     assert small["train"] == bigger["train"] and small["validation"] == bigger["validation"]
 
 
@@ -114,7 +128,8 @@ def test_too_large_split_names_the_fix():
         {"min_target": 0},
         {"ops": "+%"},
         {"ops": "++"},
-        {"test_fraction": 0.95},
+        {"test_pairs": 0},
+        {"test_pairs": 44, "validation_pairs": 1},
         {"test_size": 0},
     ],
 )

@@ -37,7 +37,7 @@ class TestbedConfig:
     intermediate_size: int = option(512, "MLP width")
     num_layers: int = option(4, "transformer layers")
     num_heads: int = option(4, "attention heads")
-    steps: int = option(1000, "supervised training steps")
+    steps: int = option(650, "supervised training steps")
     batch_size: int = option(128, "solutions per step")
     learning_rate: float = option(2e-3, "peak AdamW learning rate")
     min_learning_rate: float = option(2e-4, "learning rate at the end of the cosine decay")

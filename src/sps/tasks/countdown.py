@@ -61,10 +61,10 @@ class CountdownConfig:
         3, "a (numbers, target) pair becomes a problem only with at least this many solution strings"
     )
     ops: str = option(OPERATORS, "allowed operators, a subset of '+-*/'")
-    validation_fraction: float = option(
-        0.08, "fraction of the number multisets held out for the validation split"
+    test_pairs: int = option(
+        2, "number pairs held out for the test split: test problems contain one, training problems none"
     )
-    test_fraction: float = option(0.17, "fraction of the number multisets held out for the test split")
+    validation_pairs: int = option(1, "number pairs held out for the validation split, disjoint from the test pairs")
     train_size: int | None = option(
         None, "train problems to draw; None takes every (multiset, target) pair of the train multisets"
     )
@@ -94,10 +94,11 @@ class CountdownConfig:
             bool(self.ops) and set(self.ops) <= set(OPERATORS) and len(set(self.ops)) == len(self.ops),
             f"ops must be distinct characters from '{OPERATORS}' (got {self.ops!r})",
         )
+        distinct_pairs = (self.max_number - self.min_number + 1) * (self.max_number - self.min_number) // 2
         require(
-            min(self.validation_fraction, self.test_fraction) > 0
-            and self.validation_fraction + self.test_fraction < 1,
-            f"need fractions > 0 that sum to < 1 (got validation {self.validation_fraction}, test {self.test_fraction})",
+            min(self.test_pairs, self.validation_pairs) >= 1 and self.test_pairs + self.validation_pairs < distinct_pairs,
+            f"need test_pairs, validation_pairs >= 1 and fewer than {distinct_pairs} held-out pairs in all "
+            f"(got {self.test_pairs}, {self.validation_pairs})",
         )
         require(
             self.train_size is None or self.train_size >= 1,
@@ -374,36 +375,50 @@ def _make_problem(
     )
 
 
+def held_out_pairs(cfg: CountdownConfig) -> dict[str, list[tuple[int, int]]]:
+    """The seeded choice of number pairs held out of training: {"test": [...], "validation": [...]}."""
+    numbers = range(cfg.min_number, cfg.max_number + 1)
+    pairs = [(a, b) for a in numbers for b in numbers if a < b]
+    chosen = random.Random(f"{cfg.seed}:pairs").sample(pairs, cfg.test_pairs + cfg.validation_pairs)
+    return {"test": chosen[: cfg.test_pairs], "validation": chosen[cfg.test_pairs :]}
+
+
 def build_splits(cfg: CountdownConfig) -> dict[str, list[Problem]]:
     """Builds the train, validation and test problems from disjoint sets of number multisets.
+
+    The hold-out is compositional: a few pairs of numbers (`held_out_pairs`) never appear together
+    in a training problem; every test problem contains a test pair, every validation problem a
+    validation pair (and no test pair). A held-out problem is hard when its solutions need
+    exactly the combination the model never practised, easy when they can avoid it, which gives
+    the base model the spread of difficulty that leaves Pass@k room to move both ways.
 
     Returns {"train": [...], "validation": [...], "test": [...]}, each in a seeded random order with
     distinct (multiset, target) pairs. The same config always gives the same problems, and each
     split's draw has its own random stream, so resizing one split leaves the others unchanged.
     """
     pool = solutions_by_multiset(cfg)
-    multisets = sorted(pool)
-    random.Random(f"{cfg.seed}:holdout").shuffle(multisets)
-    n_test = round(len(multisets) * cfg.test_fraction)
-    n_validation = round(len(multisets) * cfg.validation_fraction)
-    held_out = {
-        "test": multisets[:n_test],
-        "validation": multisets[n_test : n_test + n_validation],
-        "train": multisets[n_test + n_validation :],
-    }
+    pairs = held_out_pairs(cfg)
+
+    def contains(numbers: tuple[int, ...], split: str) -> bool:
+        return any(a in numbers and b in numbers for a, b in pairs[split])
+
+    held_out: dict[str, list[tuple[int, ...]]] = {"test": [], "validation": [], "train": []}
+    for numbers in sorted(pool):
+        split = "test" if contains(numbers, "test") else "validation" if contains(numbers, "validation") else "train"
+        held_out[split].append(numbers)
     sizes = {"train": cfg.train_size, "validation": cfg.validation_size, "test": cfg.test_size}
     splits = {}
     for split, group in held_out.items():
-        pairs = [(numbers, target) for numbers in sorted(group) for target in sorted(pool[numbers])]
-        size = len(pairs) if sizes[split] is None else sizes[split]
-        if size > len(pairs):
+        candidates = [(numbers, target) for numbers in sorted(group) for target in sorted(pool[numbers])]
+        size = len(candidates) if sizes[split] is None else sizes[split]
+        if size > len(candidates):
             raise ValueError(
-                f"{split}_size {size} exceeds the {len(pairs)} problems of its {len(group)} multisets; "
-                "lower it, change validation_fraction/test_fraction or widen the number range"
+                f"{split}_size {size} exceeds the {len(candidates)} problems of its {len(group)} multisets; "
+                "lower it, hold out more pairs (test_pairs, validation_pairs) or widen the number range"
             )
         rng = random.Random(f"{cfg.seed}:{split}")
         splits[split] = [
             _make_problem(numbers, target, pool[numbers][target], cfg, rng)
-            for numbers, target in rng.sample(pairs, size)
+            for numbers, target in rng.sample(candidates, size)
         ]
     return splits

@@ -1,0 +1,103 @@
+"""A step's rollouts as tensors, and the policy's log-probs of them.
+
+Row b of a batch is completion b % G of prompt b // G (P prompts, G completions each, B = P * G).
+Prompts are left-padded to a common length Lp and completions right-padded to T, so every
+completion starts at column Lp and `input_ids` is (B, Lp + T).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sps.rollout.base import Completion
+
+
+@dataclass
+class RolloutBatch:
+    input_ids: torch.Tensor  # (B, Lp + T)
+    attention_mask: torch.Tensor  # (B, Lp + T)
+    completion_ids: torch.Tensor  # (B, T)
+    completion_mask: torch.Tensor  # (B, T) 1 on real completion tokens
+    old_logps: torch.Tensor  # (B, T) log-probs under the rollout policy, 0 on padding
+    truncated: torch.Tensor  # (B,) bool: cut off at max_completion_length
+    texts: list[str]  # B decoded completions
+    entropies: torch.Tensor | None  # (B, T) sampling entropies when the engine reports them
+
+    @property
+    def prompt_length(self) -> int:
+        return self.input_ids.shape[1] - self.completion_ids.shape[1]
+
+    def rows(self, index: torch.Tensor) -> RolloutBatch:
+        """The sub-batch of the given rows, its padding cut to its own longest completion."""
+        width = max(1, int(self.completion_mask[index].sum(-1).max())) if len(index) else 1
+        end = self.prompt_length + width
+        return RolloutBatch(
+            input_ids=self.input_ids[index, :end],
+            attention_mask=self.attention_mask[index, :end],
+            completion_ids=self.completion_ids[index, :width],
+            completion_mask=self.completion_mask[index, :width],
+            old_logps=self.old_logps[index, :width],
+            truncated=self.truncated[index],
+            texts=[self.texts[i] for i in index.tolist()],
+            entropies=None if self.entropies is None else self.entropies[index, :width],
+        )
+
+
+def collate(prompt_ids: list[list[int]], groups: list[list[Completion]], pad_id: int) -> RolloutBatch:
+    """Stack P prompts and their G completions each (row b: prompt b // G) into a RolloutBatch."""
+    rows = [(prompt, c) for prompt, group in zip(prompt_ids, groups, strict=True) for c in group]
+    return collate_rows([p for p, _ in rows], [c for _, c in rows], pad_id)
+
+
+def collate_rows(prompts: list[list[int]], completions: list[Completion], pad_id: int) -> RolloutBatch:
+    """Stack (prompt, completion) rows into a RolloutBatch."""
+    prompt_len = max(len(p) for p in prompts)
+    width = max(1, max(len(c.token_ids) for c in completions))
+    rows = len(completions)
+    input_ids = torch.full((rows, prompt_len + width), pad_id, dtype=torch.long)
+    attention = torch.zeros((rows, prompt_len + width), dtype=torch.long)
+    old_logps = torch.zeros((rows, width))
+    has_entropy = all(c.entropies is not None for c in completions)
+    entropies = torch.zeros((rows, width)) if has_entropy else None
+    for b, (prompt, c) in enumerate(zip(prompts, completions, strict=True)):
+        n = len(c.token_ids)
+        input_ids[b, prompt_len - len(prompt) : prompt_len] = torch.tensor(prompt)
+        input_ids[b, prompt_len : prompt_len + n] = torch.tensor(c.token_ids, dtype=torch.long)
+        attention[b, prompt_len - len(prompt) : prompt_len + n] = 1
+        old_logps[b, :n] = torch.tensor(c.logprobs)
+        if entropies is not None:
+            entropies[b, :n] = torch.tensor(c.entropies)
+    return RolloutBatch(
+        input_ids=input_ids,
+        attention_mask=attention,
+        completion_ids=input_ids[:, prompt_len:],
+        completion_mask=attention[:, prompt_len:].float(),
+        old_logps=old_logps,
+        truncated=torch.tensor([c.finish_reason == "length" for c in completions]),
+        texts=[c.text for c in completions],
+        entropies=entropies,
+    )
+
+
+def policy_logprobs(
+    model, batch: RolloutBatch, temperature: float, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(y_t | x, y_<t) of every completion token under `model` at `temperature`, with gradients.
+
+    Returns (logps (B, T), entropies (B, T) or None); padding positions hold garbage, mask them.
+    """
+    from sps.algorithms.losses import token_entropy, token_logprobs
+
+    device = next(model.parameters()).device
+    mask = batch.attention_mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    width = batch.completion_ids.shape[1]
+    out = model(
+        input_ids=batch.input_ids.to(device), attention_mask=mask, position_ids=positions, logits_to_keep=width + 1
+    )
+    logits = out.logits[:, :-1]  # the logits at column j predict the token at column j + 1
+    logps = token_logprobs(logits, batch.completion_ids.to(device), temperature)
+    entropy = token_entropy(logits, temperature) if with_entropy else None
+    return logps, entropy

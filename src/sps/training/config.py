@@ -1,0 +1,102 @@
+"""The training configuration: one dataclass, TRL's names where users know them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sps.config import option, section
+
+
+@dataclass
+class SPSConfig:
+    """The inverse-RL phase of SPS (docs/method.md explains each option and its default)."""
+
+    schedule: str = option("cycle", "cycle: rl_steps RL steps then irl_steps IRL steps | joint: RL loss + joint_coef * IRL loss every step | trigger: an IRL step when trigger_statistic crosses trigger_threshold")
+    rl_steps: int = option(2, "cycle: RL steps per cycle")
+    irl_steps: int = option(1, "cycle: IRL steps per cycle")
+    joint_coef: float = option(0.2, "joint: weight of the IRL loss added to every RL step")
+    trigger_statistic: str = option("top1_share", "trigger: batch statistic that triggers an IRL step (top1_share | entropy | distinct_correct)")
+    trigger_threshold: float = option(0.6, "trigger: take an IRL step when top1_share rises above it (entropy / distinct_correct: falls below it)")
+    demo_source: str = option("buffer", "batch: demonstrations are this step's rollouts | buffer: the distinct correct trajectories found for the prompt in the last buffer_window steps")
+    buffer_window: int = option(20, "buffer: how many steps a found trajectory stays in the buffer")
+    buffer_size: int = option(8, "buffer: most distinct trajectories kept per prompt (newest kept)")
+    demos: str = option("correct", "which rollouts are demonstrations: correct | all | correct_low_likelihood")
+    demo_quantile: float = option(0.5, "correct_low_likelihood: keep the correct demos whose length-normalised log-likelihood is in this lowest fraction")
+    dedup: bool = option(True, "count each distinct trajectory once, so a repeated dominant solution weighs no more than a rare one")
+    reshape_strength: float = option(1.0, "lambda: demo weights are softmax(-lambda * mean log-likelihood); 0 = uniform, > 0 favours rare demos")
+    max_weight: float = option(0.5, "cap on any one demo's weight within a prompt (then renormalised)")
+    irl_mode: str = option("pull", "pull: raise the demos' likelihood (min KL(q||pi)) | push: lower the dominant ones (the paper's literal sign, bounded) | pull_push: both")
+    pull_coef: float = option(1.0, "coefficient of the pull term")
+    push_coef: float = option(0.1, "coefficient of the push term")
+    push_floor: float = option(-1.0, "push acts only on demos whose mean token log-likelihood is above this floor")
+    irl_epsilon: float = option(0.2, "trust region: per-token ratio to the rollout policy is clipped to [1 - eps, 1 + eps] in the IRL loss")
+    irl_beta: float = option(0.0, "trust region: coefficient of KL(pi || pi_rollout) in the IRL loss (k3 estimator)")
+    reuse_rollouts: bool = option(True, "an IRL step reuses the rollouts generated for the step (no extra generation); false: IRL steps take no RL update but still sample fresh rollouts")
+    irl_learning_rate_scale: float = option(1.0, "the IRL step's learning rate as a multiple of learning_rate")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. `sps train --help` lists these with their defaults."""
+
+    # What to train, on what.
+    model: str = option("", "policy to start from: a folder, a hub id, smollm2-135m-instruct, or 'testbed' for the built-in testbed model")
+    algorithm: str = option("grpo", "grpo | sps")
+    train_data: str = option("countdown-train", "training prompts: a benchmark name (math_train, gsm8k_train, countdown-train), a JSON Lines path or hf:owner/name[:split]")
+    train_size: int = option(512, "prompt_mode fixed: size of the fixed training set revisited over epochs (0 = all problems)")
+    prompt_mode: str = option("fixed", "fixed: shuffled epochs over a fixed set of train_size problems | stream: fresh problems, no reuse until the split is exhausted")
+    prompt_template: str = option("", "qwen-boxed | chat | plain (empty: the data's default)")
+    grader: str = option("", "math | choice | countdown (empty: the data's default)")
+    data_dir: str = option("", "benchmark data folder (empty: $SPS_DATA_DIR or ../shared/data)")
+
+    # Rollouts.
+    prompts_per_step: int = option(32, "prompts sampled per step (across all processes)")
+    num_generations: int = option(16, "G: completions per prompt")
+    max_completion_length: int = option(48, "most tokens per completion")
+    temperature: float = option(1.0, "sampling temperature (the policy's log-probs are taken at this temperature)")
+    top_p: float = option(1.0, "nucleus sampling threshold")
+    engine: str = option("hf", "rollout engine: hf | vllm")
+    generation_batch_size: int = option(512, "most sequences sampled together")
+
+    # The RL update.
+    learning_rate: float = option(1e-4, "AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.99, "AdamW beta2")
+    warmup_steps: int = option(0, "linear learning-rate warm-up steps (then constant)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
+    advantage_estimator: str = option("grpo", "grpo: group mean baseline | rloo: leave-one-out baseline")
+    scale_rewards: str = option("group", "divide advantages by the std of the group | batch | none (Dr. GRPO)")
+    loss_type: str = option("dapo", "aggregation: dapo (token mean) | grpo (sequence mean of token means) | dr_grpo (token sum / constant)")
+    epsilon: float = option(0.2, "lower clip range of the ratio")
+    epsilon_high: float = option(0.0, "upper clip range (0 = same as epsilon; DAPO's clip-higher uses 0.28)")
+    beta: float = option(0.0, "KL(pi || reference) coefficient, k3 estimator; 0 loads no reference model")
+    entropy_coef: float = option(0.0, "entropy bonus coefficient")
+    num_iterations: int = option(1, "PPO epochs over each batch of rollouts")
+    steps_per_generation: int = option(2, "minibatches (one optimizer step each) per epoch over a batch of rollouts")
+    micro_batch_size: int = option(0, "sequences per forward/backward (0 = a whole minibatch); lower it to save memory")
+    mask_truncated_completions: bool = option(False, "leave completions cut off at max_completion_length out of the loss")
+    drop_zero_variance_groups: bool = option(False, "DAPO dynamic sampling: leave groups with equal rewards out of the loss normaliser")
+    replay_buffer: bool = option(False, "a control for SPS: add each prompt's buffered distinct correct trajectories (sps.buffer_window, sps.buffer_size) to the RL batch with advantage replay_advantage")
+    replay_advantage: float = option(1.0, "replay_buffer: the advantage of a replayed trajectory")
+    recompute_old_logprobs: bool = option(False, "recompute the rollout policy's log-probs with the training forward pass instead of taking the engine's")
+
+    # The run.
+    seed: int = option(0, "seed for prompts, sampling and initialisation")
+    max_steps: int = option(100, "training steps (each samples a fresh batch of rollouts)")
+    eval_every: int = option(0, "evaluate on eval_benchmark every this many steps and at the end (0 = only at the end; negative = never)")
+    eval_benchmark: str = option("countdown-val", "held-out benchmark for evaluations during training")
+    eval_limit: int = option(200, "problems evaluated (0 = all)")
+    eval_n: int = option(16, "samples per problem in evaluations")
+    eval_temperature: float = option(1.0, "sampling temperature of evaluations")
+    probe_problems: int = option(32, "held-out problems whose correct base-model trajectories are tracked as probes (0 = none)")
+    save_every: int = option(50, "checkpoint every this many steps (and at the end)")
+    keep_checkpoints: int = option(2, "how many checkpoints to keep")
+    output_dir: str = option("out/train", "run folder: config, log, evaluations, checkpoints")
+    report_to: list[str] = option([], "extra loggers besides the JSON Lines log: tensorboard, wandb")
+    dtype: str = option("auto", "auto (bf16 on a GPU that supports it, else fp32) | float32 | bfloat16")
+    device: str = option("", "cpu, cuda, cuda:1, ... (empty: cuda when available)")
+    threads: int = option(0, "torch CPU threads (0 = torch's default)")
+    max_nonfinite_steps: int = option(3, "stop after this many consecutive updates with a NaN or infinite loss")
+
+    sps: SPSConfig = section(SPSConfig, "the IRL phase (algorithm: sps)")

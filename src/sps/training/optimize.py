@@ -1,0 +1,116 @@
+"""One policy update: minibatches, micro-batches, gradient sync across processes, clipping.
+
+A loss is given as one or more `LossPart`s, each a batch of sequences with two functions:
+  token_weights(rows) -> (b, T) weights that turn per-token losses into the minibatch loss
+                         (all-zero for a row that cannot contribute, which then skips its forward);
+  token_loss(logps, entropy, rows) -> ((b, t) per-token loss, {name: (b, t) statistic to average}),
+                         where t <= T is the width of logps (a micro-batch's padding is cut).
+The RL step is one part, the IRL step another, and SPS's joint schedule passes both, so their
+gradients add up before each optimizer step. Minibatches are drawn from a permutation of the
+*global* batch and each process takes its own rows of each, so a run on several processes takes
+exactly the optimizer steps of a run on one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from sps.training.batch import RolloutBatch, policy_logprobs
+from sps.training.distributed import World
+
+
+@dataclass
+class LossPart:
+    batch: RolloutBatch
+    token_weights: Callable[[torch.Tensor], torch.Tensor]
+    token_loss: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+    needs_entropy: bool = False
+    stat_names: tuple[str, ...] = ()  # reported (as 0) even when no row needed a forward pass
+
+
+def minibatch_partition(local_rows: int, world: World, num_minibatches: int, seed: int) -> list[torch.Tensor]:
+    """Split a permutation of the global rows into minibatches; return this process's local row
+    indices of each. Process r holds global rows r*B .. (r+1)*B - 1 (B = local_rows)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(local_rows * world.size, generator=generator)
+    lo, hi = world.rank * local_rows, (world.rank + 1) * local_rows
+    return [chunk[(chunk >= lo) & (chunk < hi)] - lo for chunk in order.tensor_split(num_minibatches)]
+
+
+def optimize(
+    model,
+    optimizer,
+    world: World,
+    parts: list[LossPart],
+    temperature: float,
+    epochs: int,
+    num_minibatches: int,
+    micro_batch_size: int,
+    max_grad_norm: float,
+    seed: int,
+) -> dict[str, float]:
+    """epochs x num_minibatches optimizer steps over the parts; returns averaged statistics.
+
+    A minibatch whose loss or gradient is not finite takes no optimizer step and is counted in
+    "nonfinite_updates".
+    """
+    device = next(model.parameters()).device
+    totals = {name: 0.0 for part in parts for name in part.stat_names}
+    tokens = 0.0
+    losses, grad_norms, nonfinite = [], [], 0
+    model.train()
+    for epoch in range(epochs):
+        partitions = [
+            minibatch_partition(part.batch.input_ids.shape[0], world, num_minibatches, seed + 1000 * epoch + i)
+            for i, part in enumerate(parts)
+        ]
+        for m in range(num_minibatches):
+            loss_sum = torch.zeros((), device=device)
+            for part, partition in zip(parts, partitions):
+                rows = partition[m]
+                weights = part.token_weights(rows)
+                keep = weights.abs().sum(-1) > 0
+                rows, weights = rows[keep], weights[keep]
+                size = micro_batch_size or max(len(rows), 1)
+                for start in range(0, len(rows), size):
+                    micro = rows[start : start + size]
+                    sub = part.batch.rows(micro)  # its padding is cut to its own longest completion
+                    width = sub.completion_ids.shape[1]
+                    logps, entropy = policy_logprobs(model, sub, temperature, part.needs_entropy)
+                    per_token, stats = part.token_loss(logps, entropy, micro)
+                    loss = (weights[start : start + size, :width].to(device) * per_token).sum()
+                    loss.backward()
+                    loss_sum += loss.detach()
+                    mask = sub.completion_mask.to(device)
+                    for name, value in stats.items():
+                        totals[name] = totals.get(name, 0.0) + float((value.float() * mask).sum())
+                    tokens += float(mask.sum())
+            world.sum_gradients(model)
+            loss_value = float(world.sum(loss_sum))
+            grad_norm = gradient_norm(model, max_grad_norm)
+            if math.isfinite(loss_value) and math.isfinite(grad_norm):
+                optimizer.step()
+                losses.append(loss_value)
+                grad_norms.append(grad_norm)
+            else:
+                nonfinite += 1
+            optimizer.zero_grad(set_to_none=True)
+    result = {name: value / max(tokens, 1.0) for name, value in totals.items()}
+    result["loss"] = sum(losses) / len(losses) if losses else float("nan")
+    result["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
+    result["nonfinite_updates"] = nonfinite
+    return result
+
+
+def gradient_norm(model, max_norm: float) -> float:
+    """The global gradient norm, clipping the gradients to max_norm when max_norm > 0."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))

@@ -1,0 +1,291 @@
+"""A training run's folder and its bookkeeping: config, log, evaluations, probes, progress.
+
+  <output_dir>/config.yaml      the run's settings (a resumed run must match them)
+  <output_dir>/metrics.jsonl    one row per step
+  <output_dir>/evals/step_N/    held-out evaluations (sps eval's files), step 0 = the start model
+  <output_dir>/probes.jsonl     probe trajectories and their log-likelihood at every evaluation
+  <output_dir>/checkpoints/     see sps.training.checkpoint
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS, SCALINGS, zero_std_fraction
+from sps.algorithms.losses import AGGREGATIONS
+from sps.evaluation.metrics import solved_diversity
+from sps.io import append_jsonl, atomic_write_jsonl, atomic_write_text, read_jsonl, read_jsonl_repairing
+from sps.tasks.prompts import MODES
+from sps.training.batch import RolloutBatch
+from sps.training.config import TrainConfig
+from sps.training.distributed import World
+from sps.training.sps_phase import validate_sps
+
+# Settings a resumed run may change: they do not change what the steps compute.
+RESUMABLE_CHANGES = ("max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the first inconsistent setting, before any work starts."""
+    checks = [
+        (bool(cfg.model), "model is required (a folder, hub id, smollm2-135m-instruct or testbed)"),
+        (cfg.algorithm in ("grpo", "sps"), "algorithm must be grpo or sps"),
+        (cfg.loss_type in AGGREGATIONS, f"loss_type must be one of {', '.join(AGGREGATIONS)}"),
+        (cfg.scale_rewards in SCALINGS, f"scale_rewards must be one of {', '.join(SCALINGS)}"),
+        (cfg.advantage_estimator in ADVANTAGE_ESTIMATORS, f"advantage_estimator must be one of {', '.join(ADVANTAGE_ESTIMATORS)}"),
+        (cfg.prompt_mode in MODES, f"prompt_mode must be one of {', '.join(MODES)}"),
+        (cfg.num_generations >= 2, "num_generations must be >= 2 (advantages compare completions of a prompt)"),
+        (cfg.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
+        (cfg.max_completion_length >= 1, "max_completion_length must be >= 1"),
+        (cfg.temperature > 0, "temperature must be > 0"),
+        (cfg.learning_rate > 0, "learning_rate must be > 0"),
+        (cfg.epsilon > 0 and cfg.epsilon_high >= 0, "epsilon must be > 0 and epsilon_high >= 0"),
+        (cfg.beta >= 0 and cfg.entropy_coef >= 0, "beta and entropy_coef must be >= 0"),
+        (cfg.num_iterations >= 1, "num_iterations must be >= 1"),
+        (cfg.steps_per_generation >= 1, "steps_per_generation must be >= 1"),
+        (cfg.steps_per_generation <= cfg.prompts_per_step * cfg.num_generations, "steps_per_generation cannot exceed the rollouts per step"),
+        (cfg.micro_batch_size >= 0, "micro_batch_size must be >= 0"),
+        (cfg.max_steps >= 1 and cfg.save_every >= 1, "max_steps and save_every must be >= 1"),
+        (cfg.eval_n >= 1 and cfg.eval_limit >= 0, "eval_n must be >= 1 and eval_limit >= 0"),
+        (not cfg.replay_buffer or cfg.algorithm == "grpo", "replay_buffer is a GRPO control; use it with algorithm grpo"),
+        (set(cfg.report_to) <= {"tensorboard", "wandb", "jsonl"}, "report_to takes tensorboard and wandb (the JSON Lines log is always written)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"config: {message}")
+    validate_sps(cfg.sps)
+
+
+def rollout_metrics(world: World, batch: RolloutBatch, rewards: torch.Tensor, grades, group_size: int) -> dict[str, float]:
+    """The step's rollout statistics over all processes: rewards, lengths, entropy, likelihoods
+    and the squeezing metrics (distinct correct completions per prompt and top-1 share)."""
+    lengths = batch.completion_mask.sum(-1)
+    mean_logps = batch.old_logps.sum(-1) / lengths.clamp(min=1)
+    local = {
+        "rewards": rewards.tolist(),
+        "lengths": lengths.tolist(),
+        "truncated": batch.truncated.tolist(),
+        "mean_logps": mean_logps.tolist(),
+        "entropy_sum": float((batch.entropies * batch.completion_mask).sum()) if batch.entropies is not None else None,
+        "texts": batch.texts,
+        "extracted": [g.extracted for g in grades],
+        "statuses": [g.status for g in grades],
+    }
+    merged = {k: [v for part in world.gather(local) for v in (part[k] if isinstance(part[k], list) else [part[k]])] for k in local}
+    rewards_all = torch.tensor(merged["rewards"])
+    correct = rewards_all.flatten() > 0
+    logps = torch.tensor(merged["mean_logps"])
+    lengths_all = torch.tensor(merged["lengths"])
+    metrics = {
+        "reward": float(rewards_all.mean()),
+        "reward_std": float(rewards_all.std()),
+        "frac_reward_zero_std": zero_std_fraction(rewards_all),
+        "completions/mean_length": float(lengths_all.mean()),
+        "completions/min_length": float(lengths_all.min()),
+        "completions/max_length": float(lengths_all.max()),
+        "completions/truncated_fraction": float(np.mean(merged["truncated"])),
+        "logp/correct": float(logps[correct].mean()) if correct.any() else float("nan"),
+        "logp/incorrect": float(logps[~correct].mean()) if (~correct).any() else float("nan"),
+    }
+    if None not in merged["entropy_sum"]:
+        metrics["entropy"] = sum(merged["entropy_sum"]) / max(float(lengths_all.sum()), 1.0)
+    groups = lambda xs: [xs[i : i + group_size] for i in range(0, len(xs), group_size)]  # noqa: E731
+    diversity = solved_diversity(groups(merged["texts"]), groups(merged["extracted"]), correct.view(-1, group_size).numpy())
+    metrics["distinct_correct_per_prompt"] = diversity["distinct_correct_per_solved"] or 0.0
+    metrics["distinct_answers_per_prompt"] = diversity["distinct_answers_per_solved"] or 0.0
+    metrics["top1_share"] = diversity["top1_share"] if diversity["top1_share"] is not None else float("nan")
+    metrics["solved_fraction"] = float(correct.view(-1, group_size).any(-1).float().mean())
+    for status in sorted(set(merged["statuses"]) - {"ok"}):
+        metrics[f"grading/{status}_fraction"] = merged["statuses"].count(status) / len(merged["statuses"])
+    return metrics
+
+
+class RunFiles:
+    """Everything a run writes, written by the main process only."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, world: World):
+        self.dir = run_dir
+        self.cfg = cfg
+        self.world = world
+        self.log_file = run_dir / "metrics.jsonl"
+        self.writers: list = []
+
+    # -- starting and resuming ------------------------------------------------------------------
+
+    def start(self, resume_step: int) -> None:
+        """Write or check config.yaml; drop log rows and evaluations past the resume point."""
+        if self.world.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.check_config()
+            rows = [r for r in read_jsonl_repairing(self.log_file) if r["step"] <= resume_step]
+            atomic_write_jsonl(self.log_file, rows)
+            for folder in (self.dir / "evals").glob("step_*"):
+                if int(folder.name.split("_")[1]) > resume_step:
+                    shutil.rmtree(folder)
+            probes = read_jsonl_repairing(self.dir / "probes.jsonl")
+            atomic_write_jsonl(self.dir / "probes.jsonl", [r for r in probes if r["step"] <= resume_step])
+            self.writers = open_writers(self.cfg, self.dir)
+        self.world.barrier()
+
+    def check_config(self) -> None:
+        saved_file = self.dir / "config.yaml"
+        current = dataclasses.asdict(self.cfg)
+        if saved_file.exists():
+            saved = yaml.safe_load(saved_file.read_text())
+            differ = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+            if differ:
+                raise ValueError(
+                    f"{self.dir} holds a run with other settings ({', '.join(differ)} differ); "
+                    "choose another output_dir or delete that folder"
+                )
+        atomic_write_text(saved_file, yaml.safe_dump(current, sort_keys=False))
+
+    def start_model(self) -> str:
+        """The model training starts from; 'testbed' is the built-in testbed (built if needed)."""
+        if self.cfg.model != "testbed":
+            return self.cfg.model
+        from sps.models.testbed import TestbedConfig, build_testbed
+
+        if self.world.is_main:
+            build_testbed(TestbedConfig())
+        self.world.barrier()
+        return str(build_testbed(TestbedConfig(), show_progress=False))
+
+    def note_skipped(self, benchmark) -> None:
+        if self.world.is_main:
+            for message in benchmark.skipped:
+                print(f"warning: {benchmark.name}: skipped malformed row: {message}")
+
+    # -- every step -----------------------------------------------------------------------------
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.world.is_main:
+            return
+        row = {"step": step, **metrics}
+        append_jsonl(self.log_file, [row])
+        for writer in self.writers:
+            writer(step, {k: v for k, v in metrics.items() if isinstance(v, int | float)})
+
+    @contextlib.contextmanager
+    def progress(self, step: int) -> Iterator[Callable[[int, dict], None]]:
+        """A live line with the step, reward and entropy."""
+        if not self.world.is_main:
+            yield lambda s, m: None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns) as progress:
+            task = progress.add_task("train", total=self.cfg.max_steps, completed=step, info="")
+
+            def show(s: int, m: dict) -> None:
+                info = f"{m['phase']:>6}  reward {m['reward']:.3f}  entropy {m.get('entropy', float('nan')):.3f}"
+                progress.update(task, completed=s, info=info)
+
+            yield show
+
+    # -- evaluations ----------------------------------------------------------------------------
+
+    def eval_due(self, step: int) -> bool:
+        every = self.cfg.eval_every
+        return every >= 0 and ((every > 0 and step % every == 0) or step == self.cfg.max_steps)
+
+    def evaluate(self, step: int, model, tokenizer, engine) -> None:
+        """Held-out evaluation of the current policy, plus the probes' log-likelihoods."""
+        if self.cfg.eval_every < 0:
+            return
+        if self.world.is_main:
+            from sps.analysis.probes import probe_logprobs, select_probes
+            from sps.evaluation.runner import EvalSettings, run_eval
+            from sps.grading.registry import get_grader
+            from sps.tasks.benchmarks import load_benchmark
+
+            cfg = self.cfg
+            benchmark = load_benchmark(cfg.eval_benchmark, cfg.data_dir or None)
+            template = cfg.prompt_template or benchmark.template
+            settings = EvalSettings(
+                model=f"{cfg.model}@step{step}",
+                benchmark=benchmark.source,
+                n=cfg.eval_n,
+                temperature=cfg.eval_temperature,
+                top_p=cfg.top_p,
+                max_new_tokens=cfg.max_completion_length,
+                limit=cfg.eval_limit or None,
+                prompt_template=template,
+                grader=cfg.grader or benchmark.grader,
+                seed=cfg.seed,
+            )
+            folder = self.dir / "evals" / f"step_{step:06d}"
+            grader = get_grader(settings.grader)
+            try:
+                metrics = run_eval(engine, tokenizer, benchmark, settings, folder, grader, cfg.generation_batch_size, show_progress=False)
+            finally:
+                grader.close()
+            probes_file = self.dir / "probes.jsonl"
+            if step == 0 and cfg.probe_problems:
+                probes = select_probes(read_jsonl(folder / "samples.jsonl"), cfg.probe_problems)
+                atomic_write_jsonl(self.dir / "probe_set.jsonl", probes)
+            probe_set = read_jsonl(self.dir / "probe_set.jsonl")
+            if probe_set:
+                by_id = {p.id: p for p in benchmark.problems}
+                logps = probe_logprobs(model, tokenizer, probe_set, by_id, template, cfg.temperature)
+                # Rewritten rather than appended, so an evaluation repeated after a crash adds no duplicates.
+                kept = [r for r in read_jsonl(probes_file) if r["step"] != step]
+                atomic_write_jsonl(probes_file, kept + [{"step": step, "probe": i, "mean_logp": lp} for i, lp in enumerate(logps)])
+            summary = {f"eval/pass@{k}": v for k, v in metrics["pass_at_k"].items()}
+            summary["eval/avg@n"] = metrics["avg_at_n"]
+            print(f"eval step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in summary.items()))
+        self.world.barrier()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            close = getattr(writer, "close", None)
+            if close:
+                close()
+
+
+def open_writers(cfg: TrainConfig, run_dir: Path) -> list:
+    """Extra metric sinks named in report_to; a missing package is an error that says so."""
+    writers = []
+    for name in cfg.report_to:
+        if name == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ValueError("report_to tensorboard needs the tensorboard package (pip install tensorboard)") from e
+            board = SummaryWriter(str(run_dir / "tensorboard"))
+
+            def write(step, metrics, board=board):
+                for k, v in metrics.items():
+                    board.add_scalar(k, v, step)
+
+            write.close = board.close
+            writers.append(write)
+        elif name == "wandb":
+            try:
+                import wandb
+            except ImportError as e:
+                raise ValueError("report_to wandb needs the wandb package (pip install wandb)") from e
+            wandb_run = wandb.init(project="sps", dir=str(run_dir), config=dataclasses.asdict(cfg), id=run_dir.name, resume="allow")
+
+            def write(step, metrics, wandb_run=wandb_run):
+                wandb_run.log(metrics, step=step)
+
+            write.close = wandb_run.finish
+            writers.append(write)
+    return writers

@@ -1,0 +1,182 @@
+"""The stateful side of SPS: when IRL steps happen, the demonstration buffer, and turning a step's
+rollouts into a batch of weighted demonstrations. The maths is in sps.algorithms.irl."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sps.algorithms.irl import demo_weights, first_of_each, select_demos, weight_stats
+from sps.rollout.base import Completion
+from sps.training.batch import RolloutBatch, collate_rows
+from sps.training.config import SPSConfig
+
+SCHEDULES = ("cycle", "joint", "trigger")
+TRIGGER_STATISTICS = {"top1_share": "above", "entropy": "below", "distinct_correct_per_prompt": "below"}
+IRL_MODES = ("pull", "push", "pull_push")
+DEMO_SOURCES = ("batch", "buffer")
+
+
+def validate_sps(cfg: SPSConfig) -> None:
+    """Raise ValueError naming the first inconsistent SPS setting."""
+    checks = [
+        (cfg.schedule in SCHEDULES, f"sps.schedule must be one of {', '.join(SCHEDULES)}"),
+        (cfg.irl_mode in IRL_MODES, f"sps.irl_mode must be one of {', '.join(IRL_MODES)}"),
+        (cfg.demo_source in DEMO_SOURCES, f"sps.demo_source must be one of {', '.join(DEMO_SOURCES)}"),
+        (cfg.trigger_statistic in TRIGGER_STATISTICS, f"sps.trigger_statistic must be one of {', '.join(TRIGGER_STATISTICS)}"),
+        (cfg.rl_steps >= 1 and cfg.irl_steps >= 1, "sps.rl_steps and sps.irl_steps must be >= 1"),
+        (cfg.buffer_window >= 1 and cfg.buffer_size >= 1, "sps.buffer_window and sps.buffer_size must be >= 1"),
+        (0 < cfg.demo_quantile <= 1, "sps.demo_quantile must be in (0, 1]"),
+        (0 < cfg.max_weight <= 1, "sps.max_weight must be in (0, 1]"),
+        (cfg.irl_epsilon > 0, "sps.irl_epsilon must be > 0"),
+        (cfg.pull_coef >= 0 and cfg.push_coef >= 0, "sps.pull_coef and sps.push_coef must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def step_phase(cfg: SPSConfig, step: int, stats: dict[str, float]) -> str:
+    """What training step `step` (1-based) does with its rollouts.
+
+    "rl": an RL update; "irl": an IRL update instead; "rl+irl": an RL update, then an IRL update
+    on the same rollouts; "joint": one update on RL loss + joint_coef * IRL loss.
+    cycle: rl_steps RL steps then irl_steps IRL steps; with reuse_rollouts the IRL updates follow
+    every rl_steps-th RL step on its rollouts instead of taking steps of their own.
+    trigger: an IRL update after the RL update when the batch statistic crosses the threshold.
+    """
+    if cfg.schedule == "joint":
+        return "joint"
+    if cfg.schedule == "trigger":
+        value = stats.get(cfg.trigger_statistic)
+        if value is None:
+            return "rl"
+        crossed = value > cfg.trigger_threshold if TRIGGER_STATISTICS[cfg.trigger_statistic] == "above" else value < cfg.trigger_threshold
+        return "rl+irl" if crossed else "rl"
+    if cfg.reuse_rollouts:
+        return "rl+irl" if step % cfg.rl_steps == 0 else "rl"
+    return "rl" if (step - 1) % (cfg.rl_steps + cfg.irl_steps) < cfg.rl_steps else "irl"
+
+
+class DemoBuffer:
+    """Per prompt, the distinct correct trajectories that on-policy rollouts found in the last
+    `window` steps, at most `size` of them (the most recently seen kept)."""
+
+    def __init__(self, window: int, size: int):
+        self.window = window
+        self.size = size
+        self.entries: dict[str, dict[str, tuple[list[int], int]]] = {}  # id -> text -> (token ids, last step seen)
+
+    def add(self, problem_id: str, step: int, token_ids: list[int], text: str) -> None:
+        found = self.entries.setdefault(problem_id, {})
+        found.pop(text, None)  # re-inserting moves it to the newest end
+        found[text] = (token_ids, step)
+        while len(found) > self.size:
+            del found[next(iter(found))]
+
+    def demos(self, problem_id: str, step: int) -> list[tuple[list[int], str]]:
+        """(token ids, text) of the buffered trajectories still inside the window at `step`."""
+        found = self.entries.get(problem_id, {})
+        return [(ids, text) for text, (ids, seen) in found.items() if step - seen < self.window]
+
+    def forget_expired(self, step: int) -> None:
+        for problem_id in list(self.entries):
+            found = self.entries[problem_id]
+            for text in [t for t, (_, seen) in found.items() if step - seen >= self.window]:
+                del found[text]
+            if not found:
+                del self.entries[problem_id]
+
+    def state_dict(self) -> dict:
+        return {"window": self.window, "size": self.size, "entries": self.entries}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.entries = state["entries"]
+
+
+@dataclass
+class DemoBatch:
+    """The demonstrations of one IRL update. Row i: a demo with its direction (+1 pull, -1 push)
+    and weight (its weight within its prompt times the term's coefficient)."""
+
+    batch: RolloutBatch
+    direction: torch.Tensor  # (D,)
+    weight: torch.Tensor  # (D,)
+    num_prompts: dict[str, int]  # prompts with demos, per term ("pull", "push")
+    stats: dict[str, float]
+
+
+def build_demos(
+    cfg: SPSConfig,
+    prompt_ids: list[list[int]],
+    problem_ids: list[str],
+    rollouts: list[list[Completion]],
+    correct: list[list[bool]],
+    buffer: DemoBuffer | None,
+    step: int,
+    score,
+    pad_id: int,
+) -> DemoBatch | None:
+    """Select and weight the demonstrations of every prompt; None when there are none.
+
+    score(batch) -> (B, T) log-probs of the rows under the current policy (no gradient): used for
+    buffered demos, which carry no rollout log-probs. Rollout log-probs serve batch demos.
+    """
+    candidates = []  # per prompt: (completions, correct flags)
+    for p, pid in enumerate(problem_ids):
+        if cfg.demo_source == "buffer":
+            found = buffer.demos(pid, step)
+            completions = [Completion(ids, text, [0.0] * len(ids), "stop") for ids, text in found]
+            candidates.append((completions, [True] * len(completions)))
+        else:
+            candidates.append((rollouts[p], correct[p]))
+    rows = [(p, c) for p, (completions, _) in enumerate(candidates) for c in completions]
+    if not rows:
+        return None
+    pool = collate_rows([prompt_ids[p] for p, _ in rows], [c for _, c in rows], pad_id)
+    if cfg.demo_source == "buffer":
+        pool.old_logps = score(pool) * pool.completion_mask
+    mean_logps = pool.old_logps.sum(-1) / pool.completion_mask.sum(-1).clamp(min=1)
+
+    chosen, direction, weight = [], [], []
+    num_prompts = {"pull": 0, "push": 0}
+    effective, entropies = [], []
+    start = 0
+    for completions, flags in candidates:
+        index = torch.arange(start, start + len(completions))
+        start += len(completions)
+        if not len(index):
+            continue
+        picked = index[select_demos(torch.tensor(flags, dtype=torch.bool), mean_logps[index], cfg.demos, cfg.demo_quantile)]
+        if cfg.dedup:
+            picked = first_of_each(pool.texts, picked)
+        if not len(picked):
+            continue
+        if cfg.irl_mode in ("pull", "pull_push"):
+            w = demo_weights(mean_logps[picked], cfg.reshape_strength, cfg.max_weight)
+            chosen.append(picked)
+            direction.append(torch.ones(len(picked)))
+            weight.append(cfg.pull_coef * w)
+            num_prompts["pull"] += 1
+            e, h = weight_stats(w)
+            effective.append(e)
+            entropies.append(h)
+        if cfg.irl_mode in ("push", "pull_push"):
+            head = picked[mean_logps[picked] > cfg.push_floor]
+            if len(head):
+                chosen.append(head)
+                direction.append(-torch.ones(len(head)))
+                weight.append(cfg.push_coef * demo_weights(mean_logps[head], -cfg.reshape_strength, cfg.max_weight))
+                num_prompts["push"] += 1
+    if not chosen:
+        return None
+    index = torch.cat(chosen)
+    stats = {
+        "irl/prompts_with_demos": float(num_prompts["pull"] or num_prompts["push"]),
+        "irl/demos": float(len(index)),
+        "irl/effective_demos": sum(effective) / len(effective) if effective else 0.0,
+        "irl/weight_entropy": sum(entropies) / len(entropies) if entropies else 0.0,
+        "irl/demo_mean_logp": float(mean_logps[index].mean()),
+    }
+    return DemoBatch(pool.rows(index), torch.cat(direction), torch.cat(weight), num_prompts, stats)

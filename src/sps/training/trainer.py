@@ -1,0 +1,308 @@
+"""The training loop, top to bottom. One step:
+
+  next prompts -> sample G completions each (with log-probs) -> grade -> rollout metrics
+  -> phase (rl / irl / rl+irl / joint) -> policy update(s) -> log -> evaluate -> checkpoint
+
+Rerunning with the same output_dir resumes from the newest checkpoint: every step's randomness
+is derived from (seed, step), and the prompt position, optimizer, scheduler and SPS buffer are
+restored, so a resumed run repeats no step, skips none, and on CPU reproduces an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS
+from sps.algorithms.irl import irl_token_loss, irl_token_weights
+from sps.algorithms.losses import clipped_surrogate, kl_k3, loss_weights
+from sps.evaluation.runner import stable_seed
+from sps.rollout.base import Completion, SamplingParams
+from sps.tasks.templates import encode_prompt
+from sps.training.batch import RolloutBatch, collate, collate_rows, policy_logprobs
+from sps.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from sps.training.config import TrainConfig
+from sps.training.distributed import World, init_world
+from sps.training.optimize import LossPart, optimize
+from sps.training.run import RunFiles, rollout_metrics, validate
+from sps.training.sps_phase import DemoBatch, DemoBuffer, build_demos, step_phase
+
+
+def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
+    """Train (or resume) the run in cfg.output_dir; returns that folder."""
+    from sps.evaluation.evaluate import make_engine
+    from sps.grading.registry import get_grader
+    from sps.models.loading import default_device, load_policy
+    from sps.tasks.benchmarks import load_benchmark
+    from sps.tasks.prompts import PromptSource
+
+    validate(cfg)
+    device = cfg.device or default_device()
+    world = init_world(device)
+    if cfg.replay_buffer and world.size > 1:
+        raise ValueError("replay_buffer runs in a single process (its replayed rows differ in number between processes)")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = RunFiles(Path(cfg.output_dir), cfg, world)
+    checkpoint = latest_checkpoint(run.dir)
+    step = checkpoint[0] if checkpoint else 0
+    run.start(resume_step=step)
+
+    # The policy, its optimizer, and what it trains on.
+    torch.manual_seed(cfg.seed)
+    start_model = run.start_model()
+    model, tokenizer = load_policy(str(checkpoint[1]) if checkpoint else start_model, cfg.dtype, device)
+    reference = load_policy(start_model, cfg.dtype, device)[0].requires_grad_(False) if cfg.beta else None
+    train_data = load_benchmark(cfg.train_data, cfg.data_dir or None)
+    run.note_skipped(train_data)
+    template = cfg.prompt_template or train_data.template
+    grader = get_grader(cfg.grader or train_data.grader)
+    prompts = PromptSource(
+        train_data.problems, cfg.prompts_per_step, cfg.prompt_mode, cfg.train_size or len(train_data.problems), cfg.seed
+    )
+    engine = make_engine(cfg.engine, model, tokenizer, start_model, cfg.generation_batch_size)
+    sampling = SamplingParams(cfg.temperature, cfg.top_p, 0, cfg.max_completion_length)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)))
+    needs_buffer = (cfg.algorithm == "sps" and cfg.sps.demo_source == "buffer") or cfg.replay_buffer
+    buffer = DemoBuffer(cfg.sps.buffer_window, cfg.sps.buffer_size) if needs_buffer else None
+    nonfinite_streak = 0
+    if checkpoint:
+        state = load_trainer_state(checkpoint[1])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        prompts.load_state_dict(state["prompts"])
+        nonfinite_streak = state["nonfinite_streak"]
+        if buffer is not None:
+            buffer.load_state_dict(state["buffer"])
+
+    if step == 0:
+        run.evaluate(0, model, tokenizer, engine)
+    try:
+        with run.progress(step) as show:
+            while step < cfg.max_steps:
+                step += 1
+                metrics = training_step(
+                    cfg, world, step, model, tokenizer, reference, engine, grader, prompts, template,
+                    sampling, optimizer, buffer,
+                )
+                scheduler.step()
+                metrics["learning_rate"] = scheduler.get_last_lr()[0]
+                nonfinite_streak = nonfinite_streak + 1 if metrics["nonfinite_updates"] else 0
+                run.log(step, metrics)
+                show(step, metrics)
+                if nonfinite_streak >= cfg.max_nonfinite_steps:
+                    raise RuntimeError(
+                        f"stopped at step {step}: {nonfinite_streak} steps in a row had a NaN or infinite loss or "
+                        "gradient (their updates were skipped); lower learning_rate or check the data"
+                    )
+                if run.eval_due(step):
+                    run.evaluate(step, model, tokenizer, engine)
+                if step % cfg.save_every == 0 or step == cfg.max_steps:
+                    state = {
+                        "step": step,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "prompts": prompts.state_dict(),
+                        "nonfinite_streak": nonfinite_streak,
+                        "buffer": buffer.state_dict() if buffer is not None else None,
+                        "config": asdict(cfg),
+                    }
+                    if world.is_main:
+                        save_checkpoint(run.dir, step, model, tokenizer, state, cfg.keep_checkpoints)
+                    world.barrier()
+    finally:
+        grader.close()
+        run.close()
+    return run.dir
+
+
+def training_step(
+    cfg: TrainConfig, world: World, step: int, model, tokenizer, reference, engine, grader, prompts, template,
+    sampling: SamplingParams, optimizer, buffer: DemoBuffer | None,
+) -> dict[str, float]:
+    """Sample, grade and update once; returns the step's metrics."""
+    start = time.monotonic()
+    # This process's share of the step's prompts: a contiguous slice of the global batch.
+    problems = prompts.next_batch()
+    share = len(problems) // world.size
+    problems = problems[world.rank * share : (world.rank + 1) * share]
+    prompt_ids = [encode_prompt(template, p.problem, tokenizer) for p in problems]
+
+    t0 = time.monotonic()
+    groups = engine.generate(prompt_ids, cfg.num_generations, sampling, seed=stable_seed(cfg.seed, step, world.rank))
+    t1 = time.monotonic()
+    grades = grader.grade([c.text for g in groups for c in g], [p for p, g in zip(problems, groups) for _ in g])
+    t2 = time.monotonic()
+    batch = collate(prompt_ids, groups, tokenizer.pad_token_id)
+    if cfg.recompute_old_logprobs:
+        model.eval()
+        with torch.no_grad():
+            batch.old_logps = policy_logprobs(model, batch, cfg.temperature)[0].cpu() * batch.completion_mask
+    rewards = torch.tensor([float(g.correct) for g in grades]).view(len(problems), cfg.num_generations)
+    metrics = rollout_metrics(world, batch, rewards, grades, cfg.num_generations)
+
+    phase = step_phase(cfg.sps, step, metrics) if cfg.algorithm == "sps" else "rl"
+    correct = rewards.bool().tolist()
+    problem_ids = [p.id for p in problems]
+    if buffer is not None:
+        for pid, group, flags in zip(problem_ids, groups, correct):
+            for c, ok in zip(group, flags):
+                if ok:
+                    buffer.add(pid, step, c.token_ids, c.text)
+        buffer.forget_expired(step)
+
+    def score(rows: RolloutBatch) -> torch.Tensor:
+        return policy_logprobs(model, rows, cfg.temperature)[0].cpu()
+
+    demos, replayed = None, 0
+    model.eval()
+    with torch.no_grad():
+        if phase != "rl":
+            demos = build_demos(cfg.sps, prompt_ids, problem_ids, groups, correct, buffer, step, score, tokenizer.pad_token_id)
+        if world.size > 1 and float(world.sum(torch.tensor(float(demos is not None)))) < world.size:
+            demos = None  # every process must take the same updates: skip IRL unless all have demos
+        if cfg.replay_buffer:
+            batch, replayed = with_replay(batch, prompt_ids, problem_ids, groups, buffer, step, score, tokenizer.pad_token_id)
+
+    parts = []
+    if phase in ("rl", "rl+irl", "joint"):
+        parts.append(rl_part(cfg, world, reference, batch, rewards, replayed))
+    if phase in ("irl", "joint") and demos is not None:
+        # Under joint the IRL rows are split over the RL minibatches: scale them to a full share each.
+        scale = cfg.sps.joint_coef * cfg.steps_per_generation if phase == "joint" else 1.0
+        parts.append(irl_part(cfg, world, demos, scale))
+    irl_only = phase == "irl"
+    update = run_update(
+        cfg, world, model, optimizer, parts, 1 if irl_only else cfg.steps_per_generation,
+        1 if irl_only else cfg.num_iterations, seed=stable_seed(cfg.seed, step, "update"),
+        lr_scale=cfg.sps.irl_learning_rate_scale if irl_only else 1.0,
+    )
+    if phase == "rl+irl" and demos is not None:
+        irl = run_update(
+            cfg, world, model, optimizer, [irl_part(cfg, world, demos, 1.0)], 1, 1,
+            seed=stable_seed(cfg.seed, step, "irl"), lr_scale=cfg.sps.irl_learning_rate_scale,
+        )
+        update["irl/loss"], update["irl/grad_norm"] = irl["loss"], irl["grad_norm"]
+        update["nonfinite_updates"] += irl["nonfinite_updates"]
+    if hasattr(engine, "load_weights"):  # an engine with its own copy of the weights (vLLM)
+        engine.load_weights(model)
+    t3 = time.monotonic()
+
+    metrics.update(update)
+    metrics["phase"] = phase
+    if demos is not None:
+        metrics.update(demos.stats)
+    if buffer is not None:
+        metrics["buffer/prompts"] = float(len(buffer.entries))
+    if cfg.replay_buffer:
+        metrics["replay/rows"] = float(replayed)
+    generated = float(world.sum(batch.completion_mask.sum()))
+    metrics.update(
+        {
+            "time/generate": t1 - t0,
+            "time/grade": t2 - t1,
+            "time/train": t3 - t2,
+            "tokens_per_second/generate": generated / max(t1 - t0, 1e-9),
+            "tokens_per_second/train": generated / max(t3 - t2, 1e-9),
+            "time/step": time.monotonic() - start,
+        }
+    )
+    return metrics
+
+
+def rl_part(cfg: TrainConfig, world: World, reference, batch: RolloutBatch, rewards: torch.Tensor, replayed: int = 0) -> LossPart:
+    """The GRPO-family loss on this step's rollouts (plus `replayed` buffer rows at the end of
+    the batch, with advantage replay_advantage)."""
+    all_rewards = torch.cat(world.gather(rewards))  # advantages see the whole global batch
+    advantages = ADVANTAGE_ESTIMATORS[cfg.advantage_estimator](all_rewards, cfg.scale_rewards).flatten()
+    rows = rewards.numel()
+    advantages = advantages[world.rank * rows : (world.rank + 1) * rows]
+    advantages = torch.cat([advantages, torch.full((replayed,), cfg.replay_advantage)])
+    mask = batch.completion_mask.clone()
+    if cfg.mask_truncated_completions:
+        mask[batch.truncated] = 0
+    if cfg.drop_zero_variance_groups:
+        mask[:rows][(rewards.max(1).values == rewards.min(1).values).repeat_interleave(cfg.num_generations)] = 0
+    # A row whose loss is identically zero needs no forward pass; it still counts in the normalisers.
+    contributes = (advantages != 0) | bool(cfg.beta) | bool(cfg.entropy_coef)
+    ref_logps = None
+    if reference is not None:
+        with torch.no_grad():
+            ref_logps = policy_logprobs(reference, batch, cfg.temperature)[0].cpu()
+    epsilon_high = cfg.epsilon_high or cfg.epsilon
+
+    def token_weights(index: torch.Tensor) -> torch.Tensor:
+        m = mask[index]
+        sequences = int(world.sum(torch.tensor(float((m.sum(-1) > 0).sum()))))
+        tokens = int(world.sum(m.sum()))
+        return loss_weights(m, cfg.loss_type, sequences, tokens, cfg.max_completion_length) * contributes[index].unsqueeze(-1)
+
+    def token_loss(logps: torch.Tensor, entropy: torch.Tensor | None, index: torch.Tensor):
+        device, width = logps.device, logps.shape[1]
+        old = batch.old_logps[index, :width].to(device)
+        loss, low, high = clipped_surrogate(logps, old, advantages[index].to(device), cfg.epsilon, epsilon_high)
+        stats = {"clip_ratio/low": low, "clip_ratio/high": high, "clip_ratio/region": low | high}
+        if ref_logps is not None:
+            kl = kl_k3(logps, ref_logps[index, :width].to(device))
+            loss = loss + cfg.beta * kl
+            stats["kl"] = kl.detach()
+        if entropy is not None:
+            loss = loss - cfg.entropy_coef * entropy
+        return loss, stats
+
+    names = ("clip_ratio/low", "clip_ratio/high", "clip_ratio/region") + (("kl",) if reference is not None else ())
+    return LossPart(batch, token_weights, token_loss, needs_entropy=bool(cfg.entropy_coef), stat_names=names)
+
+
+def with_replay(batch, prompt_ids, problem_ids, groups, buffer: DemoBuffer, step: int, score, pad_id: int):
+    """The batch with each prompt's buffered correct trajectories that this step did not sample
+    appended as extra rows (their old log-probs from the current policy); returns (batch, rows added)."""
+    rows = []
+    for prompt, pid, group in zip(prompt_ids, problem_ids, groups):
+        sampled = {c.text for c in group}
+        rows += [(prompt, Completion(ids, text, [0.0] * len(ids), "stop")) for ids, text in buffer.demos(pid, step) if text not in sampled]
+    if not rows:
+        return batch, 0
+    size = len(groups[0])
+    prompts = [prompt_ids[b // size] for b in range(len(batch.texts))] + [p for p, _ in rows]
+    merged = collate_rows(prompts, [c for g in groups for c in g] + [c for _, c in rows], pad_id)
+    rollouts = len(batch.texts)
+    merged.old_logps[:rollouts, : batch.old_logps.shape[1]] = batch.old_logps
+    replay = torch.arange(rollouts, len(prompts))
+    logps = score(merged.rows(replay))
+    merged.old_logps[rollouts:, : logps.shape[1]] = logps * merged.completion_mask[rollouts:, : logps.shape[1]]
+    return merged, len(rows)
+
+
+def irl_part(cfg: TrainConfig, world: World, demos: DemoBatch, scale: float) -> LossPart:
+    """The SPS IRL loss on the step's demonstrations: a weighted mean over prompts."""
+    prompts = {k: max(float(world.sum(torch.tensor(float(v)))), 1.0) for k, v in demos.num_prompts.items()}
+    per_prompt = torch.where(demos.direction > 0, prompts["pull"], prompts["push"])
+    weights = irl_token_weights(demos.batch.completion_mask, scale * demos.weight / per_prompt)
+
+    def token_loss(logps: torch.Tensor, entropy: torch.Tensor | None, index: torch.Tensor):
+        old = demos.batch.old_logps[index, : logps.shape[1]].to(logps.device)
+        direction = demos.direction[index].to(logps.device)
+        return irl_token_loss(logps, old, direction, cfg.sps.irl_epsilon, cfg.sps.irl_beta), {}
+
+    return LossPart(demos.batch, lambda index: weights[index], token_loss)
+
+
+def run_update(
+    cfg: TrainConfig, world: World, model, optimizer, parts: list[LossPart], minibatches: int, epochs: int, seed: int, lr_scale: float = 1.0
+) -> dict:
+    """optimize() with the run's settings; lr_scale multiplies the learning rate for this update only."""
+    base = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] *= lr_scale
+    try:
+        return optimize(model, optimizer, world, parts, cfg.temperature, epochs, minibatches, cfg.micro_batch_size, cfg.max_grad_norm, seed)
+    finally:
+        for group, lr in zip(optimizer.param_groups, base):
+            group["lr"] = lr

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from sps.models.testbed import TestbedConfig, build_testbed
+from sps.demo import QUICK
+from sps.models.testbed import build_testbed
 from sps.models.tokenizer import build_char_tokenizer
 from sps.tasks.countdown import ALPHABET
 
-# A testbed small enough to build in seconds; it solves a few problems, which is all tests need.
-TINY_TESTBED = TestbedConfig(hidden_size=64, intermediate_size=256, num_layers=2, num_heads=2, steps=150, batch_size=64, warmup_steps=20)
-
 
 @pytest.fixture(autouse=True, scope="session")
-def _cpu_threads():
+def _isolated_cache_and_threads(tmp_path_factory):
+    """Tests build into a fresh cache (never the user's), shared by the whole session."""
+    os.environ["SPS_CACHE_DIR"] = str(tmp_path_factory.mktemp("sps_cache"))
     torch.set_num_threads(2)
 
 
@@ -46,6 +48,6 @@ def random_llama(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_testbed(tmp_path_factory):
-    """A tiny testbed model trained for a few seconds (its folder)."""
-    return build_testbed(TINY_TESTBED, tmp_path_factory.mktemp("tiny_testbed") / "model", show_progress=False)
+def tiny_testbed():
+    """The quick demo's small testbed model (its folder in the session cache, so the demo reuses it)."""
+    return build_testbed(QUICK.testbed, show_progress=False)

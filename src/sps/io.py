@@ -22,11 +22,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it normal permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -90,15 +97,26 @@ def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl_repairing(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON Lines file that this process appends to, cutting off a torn last line (left by
-    a kill mid-write) so that the next append starts on a clean line."""
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The complete rows of a JSON Lines file ([] when absent); a torn last line (a writer killed
+    mid-write, or one still writing) is left out and left alone."""
     path = Path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(len(complete))
     return [json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()]
+
+
+def read_jsonl_repairing(path: str | os.PathLike) -> list[dict]:
+    """Read a JSON Lines file that this process is about to append to, cutting off a torn last
+    line so that the next append starts on a clean line."""
+    rows = read_jsonl(path)
+    path = Path(path)
+    if path.exists():
+        data = path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete != len(data):
+            with open(path, "r+b") as f:
+                f.truncate(complete)
+    return rows

@@ -12,7 +12,8 @@ from sps.tasks.benchmarks import FieldNames, load_benchmark
 
 
 def make_engine(kind: str, model, tokenizer, model_path: str, batch_size: int):
-    """The rollout engine by name: 'hf' (any transformers model) or 'vllm' (when installed)."""
+    """The rollout engine by name: 'hf' (samples with `model`) or 'vllm' (loads `model_path` into
+    vLLM; `model` may then be None)."""
     if kind == "hf":
         from sps.rollout.hf import HFEngine
 
@@ -46,15 +47,19 @@ def evaluate_model(
     combined table in out/summary.md.
     """
     from sps.grading.registry import get_grader
-    from sps.models.loading import load_policy, resolve_model_path
+    from sps.models.loading import load_policy, load_tokenizer, resolve_model_path
 
     # Load every benchmark first, so a typo in the last one fails before any sampling.
     benchmarks = [load_benchmark(spec, data_dir, fields) for spec in benchmark_specs]
     for b in benchmarks:
         for message in b.skipped:
             print(f"warning: {b.name}: skipped malformed row: {message}")
-    model, tokenizer = load_policy(model_name, dtype=dtype, device=device)
-    rollout = make_engine(engine, model, tokenizer, resolve_model_path(model_name), batch_size)
+    path = resolve_model_path(model_name)
+    if engine == "vllm":  # vLLM holds its own copy of the weights
+        model, tokenizer = None, load_tokenizer(path)
+    else:
+        model, tokenizer = load_policy(model_name, dtype=dtype, device=device)
+    rollout = make_engine(engine, model, tokenizer, path, batch_size)
     out = Path(out)
     results, graders = {}, {}
     try:

@@ -54,20 +54,20 @@ def report_markdown(metrics: dict, title: str, settings: dict) -> str:
         "",
         f"**Avg@{n}**: {_pct(metrics['avg_at_n'])} {_interval(metrics['avg_at_n_ci'])}",
         "",
-        _table(["k", "Pass@k", "95% CI", "Maj@k", "95% CI"], per_k),
+        markdown_table(["k", "Pass@k", "95% CI", "Maj@k", "95% CI"], per_k),
         "",
         "## Diversity of correct samples on solved problems",
         "",
         f"Solved (at least one correct sample): {metrics['num_solved']} of {num_problems} "
         f"({_pct(metrics['solved_fraction'])}).",
         "",
-        _table(["mean per solved problem", "value"], diversity),
+        markdown_table(["mean per solved problem", "value"], diversity),
         "",
         "## Grading",
         "",
-        _table(["status", "samples", "share"], _count_rows(metrics["status_counts"])),
+        markdown_table(["status", "samples", "share"], _count_rows(metrics["status_counts"])),
         "",
-        _table(["finish reason", "samples", "share"], _count_rows(metrics["finish_reason_counts"])),
+        markdown_table(["finish reason", "samples", "share"], _count_rows(metrics["finish_reason_counts"])),
         "",
         f"Mean completion length: {metrics['mean_tokens']:.1f} tokens. "
         f"Benchmark rows skipped as malformed: {skipped}.",
@@ -103,7 +103,7 @@ def combined_table(results: dict[str, dict], ks: Sequence[int] | None = None) ->
         ]
         for name, m in results.items()
     ]
-    return _table(header, rows) + "\n"
+    return markdown_table(header, rows) + "\n"
 
 
 def plot_pass_at_k(metrics: dict, title: str, path: str | os.PathLike) -> None:
@@ -125,7 +125,7 @@ def plot_pass_at_k(metrics: dict, title: str, path: str | os.PathLike) -> None:
     ax.plot(ks, values, color="C0", marker="o", markersize=4, label="Pass@k")
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(ks))
-    ax.xaxis.set_major_formatter(FixedFormatter(_tick_labels(ks)))
+    ax.xaxis.set_major_formatter(FixedFormatter(tick_labels(ks)))
     ax.xaxis.set_minor_locator(NullLocator())
     if len(ks) == 1:  # a band has no width at a single k: draw the interval as a bar, give the axis a span
         ax.vlines(ks, lo, hi, color="C0", alpha=0.25, linewidth=10)
@@ -142,7 +142,7 @@ def plot_pass_at_k(metrics: dict, title: str, path: str | os.PathLike) -> None:
     save_figure(fig, path)
 
 
-def _tick_labels(ks: Sequence[int]) -> list[str]:
+def tick_labels(ks: Sequence[int]) -> list[str]:
     """Labels for ticks at ks on a log2 axis. The power of two just below n is left unlabelled when
     it sits within 6% of the axis of n (e.g. 64 beside 70), where the two labels would overlap."""
     labels = [str(k) for k in ks]
@@ -151,7 +151,7 @@ def _tick_labels(ks: Sequence[int]) -> list[str]:
     return labels
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A markdown table, the first column left-aligned and the others right-aligned."""
     align = [":--", *["--:"] * (len(header) - 1)]
     return "\n".join(

@@ -1,0 +1,210 @@
+"""`sps <command>`: parse arguments and call the library. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Only `sps train` takes free-form --key value overrides; other commands reject unknown options.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError) as e:
+        print(f"sps {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sps", description="RL post-training of LLM reasoners with SPS.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_eval(commands)
+    add_grade(commands)
+    add_train(commands)
+    add_testbed(commands)
+    add_analyze(commands)
+    add_demo(commands)
+    return parser
+
+
+def add_eval(commands) -> None:
+    p = commands.add_parser("eval", help="sample n completions per problem and report Pass@k, Avg@n, Maj@k")
+    p.add_argument("--model", required=True, help="model folder, hub id, or smollm2-135m-instruct")
+    p.add_argument("--benchmark", required=True, help="comma-separated names, JSON Lines paths or hf:owner/name[:split]")
+    p.add_argument("--n", type=int, default=8, help="samples per problem")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="0 switches top-k off")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
+    p.add_argument("--prompt-template", default=None, help="qwen-boxed, chat or plain (default: the benchmark's)")
+    p.add_argument("--grader", default=None, help="math, choice or countdown (default: the benchmark's)")
+    p.add_argument("--batch-size", type=int, default=256, help="sequences sampled together")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default: out/eval/<model name>)")
+    p.add_argument("--data-dir", default=None, help="benchmark data folder (default: $SPS_DATA_DIR or ../shared/data)")
+    p.add_argument("--overwrite", action="store_true", help="discard samples made with other settings")
+    p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--id-field", default="id")
+    p.add_argument("--problem-field", default="problem")
+    p.add_argument("--answer-field", default="answer")
+    p.set_defaults(run=run_eval_command)
+
+
+def run_eval_command(args) -> int:
+    from sps.evaluation.evaluate import evaluate_model
+    from sps.evaluation.report import combined_table
+    from sps.evaluation.runner import EvalSettings
+    from sps.tasks.benchmarks import FieldNames, split_specs
+
+    quiet_libraries()
+    base = EvalSettings(
+        model=args.model,
+        benchmark="",
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        limit=args.limit,
+        seed=args.seed,
+    )
+    out = Path(args.out or Path("out") / "eval" / Path(args.model.rstrip("/")).name)
+    results = evaluate_model(
+        args.model,
+        split_specs(args.benchmark),
+        out,
+        base,
+        prompt_template=args.prompt_template,
+        grader=args.grader,
+        data_dir=args.data_dir,
+        fields=FieldNames(args.id_field, args.problem_field, args.answer_field),
+        engine=args.engine,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
+    print(combined_table(results))
+    print(f"\nresults in {out}")
+    return 0
+
+
+def quiet_libraries() -> None:
+    """Silence the progress bars and advice that transformers prints on every load."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def add_grade(commands) -> None:
+    p = commands.add_parser("grade", help="grade one completion against a gold answer and print the verdict as JSON")
+    p.add_argument("--gold", required=True, help="the gold answer, e.g. '\\frac{1}{2}' or 18")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--completion", help="the completion text")
+    source.add_argument("--completion-file", help="a file holding the completion text")
+    p.add_argument("--grader", default="math", help="math or choice")
+    p.set_defaults(run=run_grade_command)
+
+
+def run_grade_command(args) -> int:
+    from sps.grading.registry import grade_one
+
+    completion = args.completion if args.completion is not None else Path(args.completion_file).read_text(encoding="utf-8")
+    print(json.dumps(asdict(grade_one(args.gold, completion, grader=args.grader)), indent=2))
+    return 0
+
+
+def add_train(commands) -> None:
+    from sps.config import describe
+    from sps.training.config import TrainConfig
+
+    settings = "\n".join(f"  --{key} (default {default}): {text}" for key, default, text in describe(TrainConfig))
+    p = commands.add_parser(
+        "train",
+        help="train a policy with GRPO-family RL or SPS",
+        description="Train with a YAML config plus --key value overrides (nested keys dotted: --sps.irl_steps 2). "
+        "Rerunning with the same output_dir resumes from its newest checkpoint.",
+        epilog="settings:\n" + settings,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default=None, help="YAML file with settings (see configs/); --key value pairs override it")
+    p.set_defaults(run=run_train_command)
+
+
+def run_train_command(args) -> int:
+    from sps.config import load_config
+    from sps.training.config import TrainConfig
+    from sps.training.trainer import train
+
+    quiet_libraries()
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    run_dir = train(cfg)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def add_testbed(commands) -> None:
+    p = commands.add_parser("testbed", help="the built-in testbed (a tiny Countdown model)")
+    sub = p.add_subparsers(dest="testbed_command", required=True)
+    build = sub.add_parser("build", help="build the testbed model, or reuse the cached one")
+    build.add_argument("--out", default=None, help="folder (default: $SPS_CACHE_DIR/testbed/<settings digest>)")
+    build.add_argument("--seed", type=int, default=0, help="seed for initialisation and data order")
+    build.set_defaults(run=run_testbed_build)
+
+
+def run_testbed_build(args) -> int:
+    from sps.models.testbed import TestbedConfig, build_testbed
+
+    quiet_libraries()
+    folder = build_testbed(TestbedConfig(seed=args.seed), args.out)
+    print(f"testbed model: {folder}")
+    print(f"evaluate it:   sps eval --model {folder} --benchmark countdown-test --n 64 --temperature 1.0 --max-new-tokens 48")
+    return 0
+
+
+def add_analyze(commands) -> None:
+    p = commands.add_parser("analyze", help="report squeezing dynamics and the empirical Pass@k upper bound of training runs")
+    p.add_argument("run_dirs", nargs="+", help="training run folders (output_dir of sps train)")
+    p.add_argument("--out", default=None, help="report folder (default: <run>/analysis for one run, out/analysis for several)")
+    p.add_argument("--k", default=None, help="comma-separated ks for the Pass@k-over-steps figure (default: 1, ~sqrt(n), n)")
+    p.set_defaults(run=run_analyze_command)
+
+
+def run_analyze_command(args) -> int:
+    from sps.analysis.report import analyze
+
+    ks = [int(k) for k in args.k.split(",")] if args.k else None
+    folder = analyze([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None, ks)
+    print(f"report: {folder / 'report.md'} (and report.html)")
+    return 0
+
+
+def add_demo(commands) -> None:
+    p = commands.add_parser("demo", help="build the testbed, train GRPO and SPS, evaluate, and write the analysis report")
+    p.add_argument("--quick", action="store_true", help="a ~3-minute version with a smaller testbed and fewer steps")
+    p.add_argument("--out", default=None, help="demo folder (default: out/demo, or out/demo-quick with --quick)")
+    p.set_defaults(run=run_demo_command)
+
+
+def run_demo_command(args) -> int:
+    from sps.demo import run_demo
+
+    quiet_libraries()
+    run_demo(Path(args.out or ("out/demo-quick" if args.quick else "out/demo")), quick=args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,6 +23,10 @@ from sps.training.batch import RolloutBatch, policy_logprobs
 from sps.training.distributed import World
 
 
+# Rows per forward/backward when micro_batch_size is 0 (measured on the testbed, see bench/).
+MICRO_BATCH_ROWS = 64
+
+
 @dataclass
 class LossPart:
     batch: RolloutBatch
@@ -75,7 +79,11 @@ def optimize(
                 weights = part.token_weights(rows)
                 keep = weights.abs().sum(-1) > 0
                 rows, weights = rows[keep], weights[keep]
-                size = micro_batch_size or max(len(rows), 1)
+                # Micro-batches of similar lengths waste little compute on padding (the loss is a
+                # sum over rows, so how rows are grouped does not change the gradient).
+                by_length = part.batch.completion_mask[rows].sum(-1).argsort(stable=True)
+                rows, weights = rows[by_length], weights[by_length]
+                size = micro_batch_size or MICRO_BATCH_ROWS
                 for start in range(0, len(rows), size):
                     micro = rows[start : start + size]
                     sub = part.batch.rows(micro)  # its padding is cut to its own longest completion

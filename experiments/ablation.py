@@ -1,0 +1,175 @@
+"""The SPS ablation on the testbed: which IRL variant steers squeezing, against which controls.
+
+Every run starts from the default testbed model, trains for the same number of steps on the same
+number of generated rollouts (32 prompts x 16 per step), then its last checkpoint is evaluated
+on the 500 held-out test problems with n = 64 samples at temperature 1. Two runs go side by
+side, one thread each. Finished runs are skipped, so rerunning continues an interrupted ablation.
+
+    python experiments/ablation.py [--variants grpo,sps] [--regimes fixed,fresh] [--seeds 0,1,2] [--steps 100]
+    python experiments/ablation.py --summary        # only rebuild the table from finished runs
+
+Results: experiments/results/ablation.md (and .json); runs in out/ablation/<regime>/<variant>/seed<k>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "out" / "ablation"
+RESULTS = REPO / "experiments" / "results"
+
+# name -> (base config, overrides). "sps" is the SPS config as shipped; the others change one thing.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "grpo": ("grpo", []),
+    "sps": ("sps", []),
+    "sps-batch": ("sps", ["--sps.demo_source", "batch"]),
+    "sps-w10-s4": ("sps", ["--sps.buffer_window", "10", "--sps.buffer_size", "4"]),
+    "sps-w40-s16": ("sps", ["--sps.buffer_window", "40", "--sps.buffer_size", "16"]),
+    "sps-nodedup": ("sps", ["--sps.dedup", "false"]),
+    "sps-lambda0": ("sps", ["--sps.reshape_strength", "0"]),
+    "sps-lambda3": ("sps", ["--sps.reshape_strength", "3"]),
+    "sps-push": ("sps", ["--sps.irl_mode", "push"]),
+    "sps-pullpush": ("sps", ["--sps.irl_mode", "pull_push"]),
+    "sps-K1": ("sps", ["--sps.rl_steps", "1"]),
+    "sps-K3": ("sps", ["--sps.rl_steps", "3"]),
+    "sps-reuse": ("sps", ["--sps.reuse_rollouts", "true"]),
+    "grpo-entropy": ("grpo", ["--entropy_coef", "0.01"]),
+    "grpo-kl": ("grpo", ["--beta", "0.04"]),
+    "grpo-replay": ("grpo", ["--replay_buffer", "true"]),
+}
+REGIMES = {"fixed": ["--prompt_mode", "fixed", "--train_size", "512"], "stream": ["--prompt_mode", "stream"]}
+TEST_EVAL = ["--benchmark", "countdown-test", "--n", "64", "--temperature", "1.0", "--max-new-tokens", "48", "--batch-size", "1024"]
+
+
+def run_folder(regime: str, variant: str, seed: int) -> Path:
+    return RUNS / regime / variant / f"seed{seed}"
+
+
+def run_job(regime: str, variant: str, seed: int, steps: int) -> str:
+    """Train then evaluate one run (each skipped when already done); returns a status line."""
+    folder = run_folder(regime, variant, seed)
+    if (folder / "test" / "metrics.json").is_file():
+        return f"{regime}/{variant}/seed{seed}: done before"
+    config, overrides = VARIANTS[variant]
+    start = time.monotonic()
+    folder.mkdir(parents=True, exist_ok=True)
+    train = [sys.executable, "-m", "sps.cli", "train", "--config", str(REPO / f"configs/testbed/{config}.yaml"),
+             *REGIMES[regime], *overrides, "--seed", str(seed), "--max_steps", str(steps), "--eval_every", "-1",
+             "--save_every", str(steps), "--keep_checkpoints", "1", "--threads", "1", "--output_dir", str(folder)]
+    last = folder / "checkpoints" / f"step_{steps:06d}"
+    evaluate = [sys.executable, "-m", "sps.cli", "eval", "--model", str(last), *TEST_EVAL, "--out", str(folder / "test")]
+    with open(folder / "log.txt", "a") as log:
+        for command in (train, evaluate):
+            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return f"{regime}/{variant}/seed{seed}: {(time.monotonic() - start) / 60:.1f} min"
+
+
+def summarise(regimes: list[str], seeds: list[int]) -> dict:
+    """Per regime and variant: mean (and min-max) over finished seeds of the test metrics and the
+    squeezing metrics of the last 10 training steps."""
+    summary: dict = {}
+    for regime in regimes:
+        for variant in VARIANTS:
+            per_seed = []
+            for seed in seeds:
+                folder = run_folder(regime, variant, seed)
+                if not (folder / "test" / "metrics.json").is_file():
+                    continue
+                test = json.loads((folder / "test" / "metrics.json").read_text())
+                log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+                tail = log[-10:]
+                per_seed.append(
+                    {
+                        "seed": seed,
+                        "pass@1": test["pass_at_k"]["1"],
+                        "pass@8": test["pass_at_k"]["8"],
+                        "pass@64": test["pass_at_k"]["64"],
+                        "distinct": test["distinct_correct_per_solved"],
+                        "answers": test["distinct_answers_per_solved"],
+                        "top1": test["top1_share"],
+                        "train_reward": mean([r["reward"] for r in tail]),
+                        "train_entropy": mean([r.get("entropy", math.nan) for r in tail]),
+                        "s_per_step": mean([r["time/step"] for r in log]),
+                    }
+                )
+            if per_seed:
+                summary.setdefault(regime, {})[variant] = per_seed
+    return summary
+
+
+def mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def table(summary: dict, base: dict | None) -> str:
+    keys = ["pass@1", "pass@8", "pass@64", "distinct", "answers", "top1", "train_reward", "train_entropy", "s_per_step"]
+    lines = []
+    for regime, variants in summary.items():
+        lines += [f"\n## Regime: {regime}\n", "| variant | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+        if base:
+            lines.append("| base model | - | " + " | ".join(f"{base[k]:.3f}" if k in base else "" for k in keys) + " |")
+        for variant, runs in variants.items():
+            cells = []
+            for k in keys:
+                values = [r[k] for r in runs]
+                m = mean(values)
+                cells.append(f"{m:.3f}" if len(values) == 1 else f"{m:.3f} ({min(values):.3f}-{max(values):.3f})")
+            lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def base_metrics() -> dict | None:
+    folder = RUNS / "base" / "test"
+    if not (folder / "metrics.json").is_file():
+        return None
+    m = json.loads((folder / "metrics.json").read_text())
+    return {"pass@1": m["pass_at_k"]["1"], "pass@8": m["pass_at_k"]["8"], "pass@64": m["pass_at_k"]["64"],
+            "distinct": m["distinct_correct_per_solved"], "answers": m["distinct_answers_per_solved"], "top1": m["top1_share"]}
+
+
+def evaluate_base() -> None:
+    from sps.models.testbed import TestbedConfig, build_testbed
+
+    folder = RUNS / "base" / "test"
+    if (folder / "metrics.json").is_file():
+        return
+    model = build_testbed(TestbedConfig())
+    subprocess.run([sys.executable, "-m", "sps.cli", "eval", "--model", str(model), *TEST_EVAL, "--out", str(folder)], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--regimes", default="fixed,stream")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--summary", action="store_true", help="only rebuild the results table")
+    args = parser.parse_args()
+    regimes, seeds = args.regimes.split(","), [int(s) for s in args.seeds.split(",")]
+    if not args.summary:
+        evaluate_base()
+        jobs = [(r, v, s) for s in seeds for r in regimes for v in args.variants.split(",")]
+        with ThreadPoolExecutor(args.workers) as pool:
+            for line in pool.map(lambda job: run_job(*job, args.steps), jobs):
+                print(line, flush=True)
+    summary = summarise(list(REGIMES), [0, 1, 2, 3, 4])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ablation.json").write_text(json.dumps({"base": base_metrics(), "runs": summary}, indent=1) + "\n")
+    text = "# SPS ablation on the testbed (generated by experiments/ablation.py)\n" + table(summary, base_metrics())
+    (RESULTS / "ablation.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

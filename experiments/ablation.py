@@ -45,7 +45,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "grpo-entropy": ("grpo", ["--entropy_coef", "0.01"]),
     "grpo-kl": ("grpo", ["--beta", "0.04"]),
     "grpo-replay": ("grpo", ["--replay_buffer", "true"]),
+    # Fewer steps: as many RL updates as the shipped SPS cycle (2 RL steps, then 1 IRL step) makes.
+    "grpo-short": ("grpo", []),
 }
+STEP_FRACTION = {"grpo-short": 2 / 3}
 REGIMES = {"fixed": ["--prompt_mode", "fixed", "--train_size", "512"], "stream": ["--prompt_mode", "stream"]}
 TEST_EVAL = ["--benchmark", "countdown-test", "--n", "64", "--temperature", "1.0", "--max-new-tokens", "48", "--batch-size", "1024"]
 
@@ -60,6 +63,7 @@ def run_job(regime: str, variant: str, seed: int, steps: int) -> str:
     if (folder / "test" / "metrics.json").is_file():
         return f"{regime}/{variant}/seed{seed}: done before"
     config, overrides = VARIANTS[variant]
+    steps = round(steps * STEP_FRACTION.get(variant, 1.0))
     start = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
     train = [sys.executable, "-m", "sps.cli", "train", "--config", str(REPO / f"configs/testbed/{config}.yaml"),

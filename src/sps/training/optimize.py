@@ -22,7 +22,6 @@ import torch
 from sps.training.batch import RolloutBatch, policy_logprobs
 from sps.training.distributed import World
 
-
 # Rows per forward/backward when micro_batch_size is 0 (measured on the testbed, see bench/).
 MICRO_BATCH_ROWS = 64
 

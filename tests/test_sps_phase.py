@@ -1,0 +1,76 @@
+"""The stateful side of SPS: which steps are IRL steps, the demonstration buffer, and the
+demonstrations a step's rollouts yield."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from sps.rollout.base import Completion
+from sps.training.config import SPSConfig
+from sps.training.sps_phase import DemoBuffer, build_demos, step_phase, validate_sps
+
+
+def phases(cfg: SPSConfig, steps: int = 6, stats: dict | None = None) -> list[str]:
+    return [step_phase(cfg, step, stats or {}) for step in range(1, steps + 1)]
+
+
+def test_cycle_alternates_rl_and_irl_steps():
+    cfg = SPSConfig(schedule="cycle", reuse_rollouts=False)
+    assert phases(replace(cfg, rl_steps=1, irl_steps=1)) == ["rl", "irl"] * 3
+    assert phases(replace(cfg, rl_steps=2, irl_steps=1)) == ["rl", "rl", "irl"] * 2
+    assert phases(replace(cfg, rl_steps=1, irl_steps=2)) == ["rl", "irl", "irl"] * 2
+
+
+def test_reused_rollouts_keep_every_rl_update():
+    assert phases(SPSConfig(rl_steps=2, reuse_rollouts=True)) == ["rl", "rl+irl"] * 3
+
+
+def test_joint_and_trigger_schedules():
+    assert phases(SPSConfig(schedule="joint")) == ["joint"] * 6
+    trigger = SPSConfig(schedule="trigger", trigger_statistic="top1_share", trigger_threshold=0.6)
+    assert step_phase(trigger, 1, {"top1_share": 0.7}) == "rl+irl"
+    assert step_phase(trigger, 1, {"top1_share": 0.5}) == "rl"
+    assert step_phase(trigger, 1, {}) == "rl"  # no correct rollout: nothing to measure
+    entropy = replace(trigger, trigger_statistic="entropy", trigger_threshold=0.1)
+    assert step_phase(entropy, 1, {"entropy": 0.05}) == "rl+irl"
+
+
+@pytest.mark.parametrize(("change", "named"), [({"schedule": "sometimes"}, "sps.schedule"), ({"irl_steps": 0}, "sps.rl_steps"),
+                                               ({"max_weight": 0.0}, "sps.max_weight"), ({"irl_mode": "pushpull"}, "sps.irl_mode")])
+def test_inconsistent_settings_are_named(change, named):
+    with pytest.raises(ValueError, match=named):
+        validate_sps(replace(SPSConfig(), **change))
+
+
+def test_buffer_keeps_the_newest_distinct_trajectories_inside_the_window():
+    buffer = DemoBuffer(window=3, size=2)
+    buffer.add("p", 1, [1], "a")
+    buffer.add("p", 2, [2], "b")
+    buffer.add("p", 2, [1], "a")  # seen again: becomes the newest
+    buffer.add("p", 3, [3], "c")  # size 2: the oldest ("b") goes
+    assert [text for _, text in buffer.demos("p", 3)] == ["a", "c"]
+    assert [text for _, text in buffer.demos("p", 5)] == ["c"]  # "a" (step 2) is out of the window at step 5
+    buffer.forget_expired(6)
+    assert buffer.entries == {}
+
+
+def completion(ids: list[int], logp: float) -> Completion:
+    return Completion(ids, " ".join(map(str, ids)), [logp] * len(ids), "stop")
+
+
+def test_demos_from_a_batch_dedup_weight_and_skip_prompts_without_a_correct_rollout():
+    cfg = SPSConfig(demo_source="batch", demos="correct", dedup=True, reshape_strength=1.0, max_weight=1.0, irl_mode="pull")
+    rollouts = [
+        [completion([5, 6], -0.1), completion([5, 6], -0.1), completion([7, 8, 9], -2.0), completion([4], -0.5)],
+        [completion([5], -0.3), completion([6], -0.3)],
+    ]
+    correct = [[True, True, True, False], [False, False]]
+    demos = build_demos(cfg, [[1, 2], [3]], ["a", "b"], rollouts, correct, None, 1, None, pad_id=0)
+    assert demos.stats["irl/prompts_with_demos"] == 1 and demos.stats["irl/demos"] == 2  # the repeat counted once
+    assert demos.direction.tolist() == [1.0, 1.0]
+    # softmax(-1 * mean log-likelihood) over (-0.1, -2.0): the unlikely demo weighs more
+    expected = torch.softmax(torch.tensor([0.1, 2.0]), 0)
+    assert torch.allclose(demos.weight, expected, atol=1e-6)
+    none = build_demos(cfg, [[3]], ["b"], rollouts[1:], correct[1:], None, 1, None, pad_id=0)
+    assert none is None

@@ -2,7 +2,7 @@
 
 At step 0 the distinct correct completions of a fixed subset of held-out problems are stored;
 at every evaluation the policy's mean token log-likelihood of each is logged. Squeezing shows as
-the already-likely probes gaining while the rare ones lose mass.
+probes losing likelihood to a few dominant trajectories (the rare ones first, if the likely ones gain).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ SQUEEZING_COLUMNS = {
     "top1_share": ("top-1 share", ".1%"),
 }
 KEY_SETTINGS = ("max_steps", "learning_rate", "prompts_per_step", "num_generations", "temperature", "loss_type", "beta")
-SPS_KEY_SETTINGS = ("schedule", "demo_source", "demos", "irl_mode", "reshape_strength")
+SPS_KEY_SETTINGS = ("schedule", "rl_steps", "irl_steps", "demo_source", "demos", "irl_mode", "reshape_strength")
 TERCILES = ("rare", "middle", "likely")
 
 
@@ -315,7 +315,8 @@ def squeezing_section(runs: list[Run], probe_groups_by_run: dict) -> list[tuple]
         blocks += [
             ("h3", "Probes"),
             ("p", "Correct trajectories of the base model, grouped by tercile of their step-0 mean log-likelihood "
-                  "(nats/token): squeezing shows as the likely probes gaining while the rare ones lose."),
+                  "(nats/token). Squeezing shows as probes losing likelihood to a few dominant trajectories, the rare "
+                  "ones first if the likely ones gain; a method that steers squeezing keeps them from collapsing."),
             ("table", ["run", "group", "probes", "step 0", "last", "change"], probe_rows),
             ("image", "probes.png", "Mean log-likelihood of each probe group against training step."),
         ]

@@ -12,7 +12,7 @@ class SPSConfig:
     """The inverse-RL phase of SPS (docs/method.md explains each option and its default)."""
 
     schedule: str = option("cycle", "cycle: rl_steps RL steps then irl_steps IRL steps | joint: RL loss + joint_coef * IRL loss every step | trigger: an IRL step when trigger_statistic crosses trigger_threshold")
-    rl_steps: int = option(2, "cycle: RL steps per cycle")
+    rl_steps: int = option(1, "cycle: RL steps per cycle")
     irl_steps: int = option(1, "cycle: IRL steps per cycle")
     joint_coef: float = option(0.2, "joint: weight of the IRL loss added to every RL step")
     trigger_statistic: str = option("top1_share", "trigger: batch statistic that triggers an IRL step (top1_share | entropy | distinct_correct)")
@@ -31,7 +31,7 @@ class SPSConfig:
     push_floor: float = option(-1.0, "push acts only on demos whose mean token log-likelihood is above this floor")
     irl_epsilon: float = option(0.2, "trust region: per-token ratio to the rollout policy is clipped to [1 - eps, 1 + eps] in the IRL loss")
     irl_beta: float = option(0.0, "trust region: coefficient of KL(pi || pi_rollout) in the IRL loss (k3 estimator)")
-    reuse_rollouts: bool = option(True, "an IRL step reuses the rollouts generated for the step (no extra generation); false: IRL steps take no RL update but still sample fresh rollouts")
+    reuse_rollouts: bool = option(False, "true: an IRL update follows every rl_steps-th RL update on its rollouts (no extra generation) | false: IRL steps sample fresh rollouts and take no RL update")
     irl_learning_rate_scale: float = option(1.0, "the IRL step's learning rate as a multiple of learning_rate")
 
 

@@ -23,6 +23,7 @@ from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS, SCALINGS, zero_std_f
 from sps.algorithms.losses import AGGREGATIONS
 from sps.evaluation.metrics import solved_diversity
 from sps.io import append_jsonl, atomic_write_jsonl, atomic_write_text, read_jsonl, read_jsonl_repairing
+from sps.progress import progress_bar
 from sps.tasks.prompts import MODES
 from sps.training.batch import RolloutBatch
 from sps.training.config import TrainConfig
@@ -175,27 +176,13 @@ class RunFiles:
             writer(step, {k: v for k, v in metrics.items() if isinstance(v, int | float)})
 
     @contextlib.contextmanager
-    def progress(self, step: int) -> Iterator[Callable[[int, dict], None]]:
-        """A live line with the step, reward and entropy."""
-        if not self.world.is_main:
-            yield lambda s, m: None
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+    def progress(self, step: int) -> Iterator[Callable[[dict], None]]:
+        """Yield `show(metrics)`, called once per step: a live line with the step, the phase, the
+        reward and the entropy (main process only)."""
+        with progress_bar("train", self.cfg.max_steps, done=step, enabled=self.world.is_main, unit="steps") as advance:
 
-        columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns) as progress:
-            task = progress.add_task("train", total=self.cfg.max_steps, completed=step, info="")
-
-            def show(s: int, m: dict) -> None:
-                info = f"{m['phase']:>6}  reward {m['reward']:.3f}  entropy {m.get('entropy', float('nan')):.3f}"
-                progress.update(task, completed=s, info=info)
+            def show(m: dict) -> None:
+                advance(1, f"{m['phase']:>6}  reward {m['reward']:.3f}  entropy {m.get('entropy', float('nan')):.3f}")
 
             yield show
 

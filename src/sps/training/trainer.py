@@ -95,7 +95,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                 metrics["learning_rate"] = scheduler.get_last_lr()[0]
                 nonfinite_streak = nonfinite_streak + 1 if metrics["nonfinite_updates"] else 0
                 run.log(step, metrics)
-                show(step, metrics)
+                show(metrics)
                 if nonfinite_streak >= cfg.max_nonfinite_steps:
                     raise RuntimeError(
                         f"stopped at step {step}: {nonfinite_streak} steps in a row had a NaN or infinite loss or "

@@ -193,7 +193,7 @@ def run_analyze_command(args) -> int:
 
 def add_demo(commands) -> None:
     p = commands.add_parser("demo", help="build the testbed, train GRPO and SPS, evaluate, and write the analysis report")
-    p.add_argument("--quick", action="store_true", help="a ~3-minute version with a smaller testbed and fewer steps")
+    p.add_argument("--quick", action="store_true", help="a short version: 30 training steps and smaller evaluations (about 5 minutes from nothing, 2 with the testbed model cached)")
     p.add_argument("--out", default=None, help="demo folder (default: out/demo, or out/demo-quick with --quick)")
     p.set_defaults(run=run_demo_command)
 

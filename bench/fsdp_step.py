@@ -1,7 +1,12 @@
-"""Time of one policy update (steps_per_generation optimizer steps) on two processes, on the same
-synthetic batch: FSDP2 sharding and FSDP2 replication against the hand-written per-parameter
-all-reduce that `sps` used before FSDP2 (its numbers are recorded in results/fsdp_step.md; the
-code is gone).
+"""Two processes, one synthetic batch, a random 2.9M-parameter Llama:
+
+  update:   seconds per policy update (two optimizer steps) with FSDP2 sharding (fsdp) or FSDP2
+            replication (ddp); the hand-written per-parameter all-reduce that `sps` used before
+            FSDP2 was timed with this script on the old code (results/fsdp_step.md).
+  generate: seconds to sample 64 completions of 32 tokens per process, on the full weights
+            gathered once (what the trainer does) and on sharded weights (an all-gather per layer
+            per token; possible here only because both processes sample the same prompts with
+            the same seed, so they stop together).
 
     torchrun --nproc_per_node 2 bench/fsdp_step.py --parallelism fsdp [--updates 5]
 """
@@ -14,10 +19,12 @@ from dataclasses import replace
 
 import torch
 
-from sps.rollout.base import Completion
+from sps.models.tokenizer import build_char_tokenizer
+from sps.rollout.base import Completion, SamplingParams
+from sps.rollout.hf import HFEngine
 from sps.training.batch import collate
 from sps.training.config import TrainConfig
-from sps.training.distributed import init_world
+from sps.training.distributed import gather_full_weights, init_world, parallelize, shard_for_training
 from sps.training.trainer import rl_part, run_update
 
 
@@ -62,7 +69,7 @@ def main() -> None:
     prompt_ids, groups, rewards = synthetic_rollouts(16, cfg.num_generations, cfg.max_completion_length, args.vocab)
     share = len(prompt_ids) // world.size
     mine = slice(world.rank * share, (world.rank + 1) * share)
-    model = build_model(args)
+    model = parallelize(build_model(args), args.parallelism, "none", False, False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
     batch = collate(prompt_ids[mine], groups[mine], 0)
     times = []
@@ -73,10 +80,26 @@ def main() -> None:
         run_update(cfg, world, model, optimizer, [part], cfg.steps_per_generation, 1, seed=update)
         world.barrier()
         times.append(time.perf_counter() - start)
+    tokenizer = build_char_tokenizer("".join(chr(0x100 + i) for i in range(args.vocab - 4)))
+    engine = HFEngine(model, tokenizer)
+    sampling = SamplingParams(max_new_tokens=32)
+    generate_times = {}
+    for weights in ("gathered", "sharded"):
+        (gather_full_weights if weights == "gathered" else shard_for_training)(model)
+        for repeat in range(2):  # the first is warm-up
+            world.barrier()
+            start = time.perf_counter()
+            engine.generate(prompt_ids[:8], 8, sampling, seed=repeat)
+            generate_times[weights] = time.perf_counter() - start
     if world.is_main:
         params = sum(p.numel() for p in build_model(args).parameters())
         timed = sorted(times[1:])
-        print(f"| {args.parallelism} | {world.size} | {params / 1e6:.1f}M | {timed[len(timed) // 2]:.3f} s | {min(timed):.3f} s |")
+        print("| parallelism | processes | parameters | update, median | update, fastest | generate, gathered | generate, sharded |")
+        print("|---|---|---|---|---|---|---|")
+        print(
+            f"| {args.parallelism} | {world.size} | {params / 1e6:.1f}M | {timed[len(timed) // 2]:.3f} s | {min(timed):.3f} s "
+            f"| {generate_times['gathered']:.2f} s | {generate_times['sharded']:.2f} s |"
+        )
 
 
 if __name__ == "__main__":

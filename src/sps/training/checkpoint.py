@@ -71,6 +71,8 @@ def load_optimizer_state(folder: Path, model, optimizer) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
+    if not (folder / "optimizer").is_dir():
+        raise FileNotFoundError(f"checkpoint {folder} has no optimizer/ folder (an sps version before FSDP2 wrote it); start a new run")
     state = {"optimizer": get_optimizer_state_dict(model, optimizer)}  # the layout to load into
     dcp.load(state, checkpoint_id=folder / "optimizer")
     set_optimizer_state_dict(model, optimizer, state["optimizer"])

@@ -33,7 +33,7 @@ from sps.training.sps_phase import validate_sps
 # Settings a resumed run may change: they do not change what the steps compute.
 RESUMABLE_CHANGES = (
     "max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size",
-    "parallelism", "gradient_checkpointing", "cpu_offload",
+    "gradient_checkpointing",
 )
 
 

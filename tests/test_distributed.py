@@ -74,3 +74,19 @@ def test_two_processes_take_the_update_of_one(random_llama, tmp_path):
         for name, grad in one["grads"].items():
             scale = float(grad.abs().max())
             assert float((bf16["grads"][name] - grad).abs().max()) <= 0.05 * scale + 1e-6, (model_dir, name)
+
+
+def test_fsdp_options_without_a_process_group_are_refused_with_the_way_out(random_llama, tmp_path):
+    from sps.training.distributed import parallelize
+    from sps.training.run import validate
+
+    model, _ = load_policy(str(random_llama), dtype="float32", device="cpu")
+    with pytest.raises(ValueError, match="torchrun --nproc_per_node 1"):
+        parallelize(model, "fsdp", "bf16", False, False)
+    with pytest.raises(ValueError, match="torchrun"):
+        parallelize(model, "fsdp", "none", True, False)
+    assert parallelize(model, "fsdp", "none", False, True) is model and model.is_gradient_checkpointing
+    with pytest.raises(ValueError, match="dtype float32"):
+        validate(replace(TrainConfig(), model="x", mixed_precision="bf16"))
+    with pytest.raises(ValueError, match="parallelism must be one of fsdp, ddp"):
+        validate(replace(TrainConfig(), model="x", parallelism="zero3"))

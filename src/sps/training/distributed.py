@@ -74,7 +74,9 @@ def init_world(device: str) -> World:
     if not dist.is_initialized():
         if device.startswith("cuda"):
             torch.cuda.set_device(local_rank)  # "cuda" then means this process's GPU
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        # On GPUs, NCCL for CUDA tensors and gloo for the small CPU tensors (counts, flags) and
+        # objects the trainer all-reduces and gathers, which NCCL cannot take.
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo")
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank)
 
 

@@ -85,7 +85,7 @@ def test_fsdp_options_without_a_process_group_are_refused_with_the_way_out(rando
         parallelize(model, "fsdp", "bf16", False, False)
     with pytest.raises(ValueError, match="torchrun"):
         parallelize(model, "fsdp", "none", True, False)
-    assert parallelize(model, "fsdp", "none", False, True) is model and model.is_gradient_checkpointing
+    assert parallelize(model, "fsdp", "none", False, True) is model and model.is_activation_checkpointing
     with pytest.raises(ValueError, match="dtype float32"):
         validate(replace(TrainConfig(), model="x", mixed_precision="bf16"))
     with pytest.raises(ValueError, match="parallelism must be one of fsdp, ddp"):

@@ -13,7 +13,9 @@ Between updates the model holds its full weights on every process (`gather_full_
 sampling, scoring and evaluation run locally: a process may take a different number of forward
 passes than the others (with sharded weights, every forward is a collective all-gather, and a
 process that stopped sampling early would leave the others waiting forever). `shard_for_training`
-frees the full weights again before an update.
+frees the full weights again before an update. Taking a state dict reshards the model (FSDP2's
+state-dict hooks), so code that takes one between updates (a checkpoint, a weight copy into
+vLLM) calls `gather_full_weights` afterwards, on every process.
 """
 
 from __future__ import annotations

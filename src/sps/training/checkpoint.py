@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,7 +55,8 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, tokenizer, state
     final = checkpoint_dir(run_dir, step)
     with atomic_dir(final) if world.is_main else contextlib.nullcontext() as tmp:
         tmp = Path(world.gather(tmp)[0])  # the main process's temporary folder
-        dcp.save({"optimizer": optimizer_state}, checkpoint_id=tmp / "optimizer")
+        with alone_is_intended():
+            dcp.save({"optimizer": optimizer_state}, checkpoint_id=tmp / "optimizer")
         if world.is_main:
             model.save_pretrained(tmp, state_dict=weights)
             tokenizer.save_pretrained(tmp)
@@ -74,8 +76,17 @@ def load_optimizer_state(folder: Path, model, optimizer) -> None:
     if not (folder / "optimizer").is_dir():
         raise FileNotFoundError(f"checkpoint {folder} has no optimizer/ folder (an sps version before FSDP2 wrote it); start a new run")
     state = {"optimizer": get_optimizer_state_dict(model, optimizer)}  # the layout to load into
-    dcp.load(state, checkpoint_id=folder / "optimizer")
+    with alone_is_intended():
+        dcp.load(state, checkpoint_id=folder / "optimizer")
     set_optimizer_state_dict(model, optimizer, state["optimizer"])
+
+
+@contextlib.contextmanager
+def alone_is_intended():
+    """torch.distributed.checkpoint warns when there is no process group; a world of one has none."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
 
 
 def load_trainer_state(folder: Path) -> dict:

@@ -1,5 +1,8 @@
-"""Run by test_distributed.py under a launcher: one RL update on this process's share of a saved
-global batch; the main process saves the updated parameters."""
+"""Run by test_distributed.py under torchrun: three optimizer steps of one RL update on this
+process's share of a saved global batch, once per setting (FSDP2 sharded, replicated, gradient
+checkpointing, bf16; CPU offload needs a GPU), each on an untied and a tied copy of the model. The main process
+also takes the same update unsharded on the whole batch, as a plain `sps train` would (a world of
+one), and saves the gradients of the first step and the parameters after the third of both."""
 
 import sys
 
@@ -8,26 +11,59 @@ import torch
 from sps.models.loading import load_policy
 from sps.training.batch import collate
 from sps.training.config import TrainConfig
-from sps.training.distributed import init_world
+from sps.training.distributed import World, full_state_dict, init_world, parallelize
 from sps.training.trainer import rl_part, run_update
 
+SETTINGS = {  # name: (parallelism, mixed_precision, cpu_offload, gradient_checkpointing)
+    "fsdp": ("fsdp", "none", False, False),
+    "ddp": ("ddp", "none", False, False),
+    "fsdp+checkpointing": ("fsdp", "none", False, True),
+    "fsdp+bf16": ("fsdp", "bf16", False, False),
+}
 
-def main(model_dir: str, batch_file: str, out_file: str) -> None:
-    torch.set_num_threads(1)
-    world = init_world("cpu")
-    saved = torch.load(batch_file, weights_only=False)
+
+class RecordingAdamW(torch.optim.AdamW):
+    """AdamW that keeps the full gradients of its first step (a collective under FSDP2)."""
+
+    def __init__(self, model, lr):
+        super().__init__(model.parameters(), lr=lr)
+        self.names = {p: name for name, p in model.named_parameters()}
+        self.first_grads = None
+
+    def step(self, closure=None):
+        if self.first_grads is None:
+            full = lambda g: g.full_tensor() if hasattr(g, "full_tensor") else g  # noqa: E731
+            self.first_grads = {self.names[p]: full(p.grad).detach().clone() for p in self.names if p.grad is not None}
+        return super().step(closure)
+
+
+def update(model_dir, world, saved, sharding) -> dict:
     cfg = TrainConfig(**saved["config"])
     prompts, groups, rewards = saved["prompt_ids"], saved["groups"], saved["rewards"]
     share = len(prompts) // world.size
     mine = slice(world.rank * share, (world.rank + 1) * share)
     model, tokenizer = load_policy(model_dir, dtype="float32", device="cpu")
+    if sharding is not None:
+        model = parallelize(model, *sharding)
+    optimizer = RecordingAdamW(model, cfg.learning_rate)
     batch = collate(prompts[mine], groups[mine], tokenizer.pad_token_id)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    part = rl_part(cfg, world, None, batch, rewards[mine])
-    run_update(cfg, world, model, optimizer, [part], cfg.steps_per_generation, cfg.num_iterations, seed=7)
+    run_update(cfg, world, model, optimizer, [rl_part(cfg, world, None, batch, rewards[mine])], 3, 1, seed=7)
+    return {"grads": optimizer.first_grads, "params": full_state_dict(model)}
+
+
+def main(batch_file: str, out_file: str, *model_dirs: str) -> None:
+    torch.set_num_threads(1)
+    world = init_world("cpu")
+    saved = torch.load(batch_file, weights_only=False)
+    results = {}
+    for model_dir in model_dirs:
+        if world.is_main:
+            results[(model_dir, "one process")] = update(model_dir, World(), saved, None)
+        for name, sharding in SETTINGS.items():
+            results[(model_dir, name)] = update(model_dir, world, saved, sharding)
     if world.is_main:
-        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out_file)
+        torch.save(results, out_file)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:])

@@ -1,4 +1,5 @@
-"""Data parallelism: two processes (gloo, CPU) take exactly the update of one process."""
+"""FSDP2 on two processes (gloo, CPU) takes the update of one unsharded process: sharded or
+replicated, with gradient checkpointing or bf16 compute, tied or untied embeddings."""
 
 import shutil
 import subprocess
@@ -17,28 +18,75 @@ from sps.training.config import TrainConfig
 SCRIPT = Path(__file__).with_name("distributed_update.py")
 
 
-@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
-def test_two_processes_match_one(random_llama, tmp_path, loss_type):
+def torchrun(*args: str, port: int) -> list[str]:
+    launcher = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    return [launcher, "--nproc_per_node", "2", "--master_port", str(port), *args]
+
+
+def tied_copy(model_dir: Path, folder: Path) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_two_processes_take_the_update_of_one(random_llama, tmp_path):
     model, tokenizer = load_policy(str(random_llama), dtype="float32", device="cpu")
     prompts = [tokenizer.encode(t) for t in ["1 2>3:", "  4 5 6>15:", "7 8>1:", "9>9:"]]
     groups = HFEngine(model, tokenizer).generate(prompts, 4, SamplingParams(max_new_tokens=10), seed=0)
-    # Rewards with signal in three groups and none in one; two minibatches exercise the partition.
+    # Rewards with signal in three groups and none in one (its rows are skipped, so the processes
+    # run different numbers of micro-batches); three minibatches exercise the partition.
     rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
-    cfg = replace(TrainConfig(), loss_type=loss_type, num_generations=4, steps_per_generation=2, learning_rate=1e-2, max_completion_length=10)
-    config = {k: v for k, v in asdict(cfg).items() if k != "sps"}
+    cfg = replace(TrainConfig(), num_generations=4, learning_rate=1e-2, max_completion_length=10, micro_batch_size=2)
     batch_file = tmp_path / "batch.pt"
+    config = {k: v for k, v in asdict(cfg).items() if k != "sps"}
     torch.save({"config": config, "prompt_ids": prompts, "groups": groups, "rewards": rewards}, batch_file)
+    tied = tied_copy(random_llama, tmp_path / "tied")
 
-    subprocess.run([sys.executable, str(SCRIPT), str(random_llama), str(batch_file), str(tmp_path / "one.pt")], check=True)
-    launcher = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    subprocess.run(
-        [launcher, "--nproc_per_node", "2", "--master_port", "29517", str(SCRIPT), str(random_llama), str(batch_file), str(tmp_path / "two.pt")],
-        check=True,
-    )
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    start = model.state_dict()
-    assert any(not torch.equal(one[k], start[k]) for k in one)  # the update did something
-    # Tolerance: 1e-5, a thousandth of one AdamW step at lr 1e-2 (measured: at most 1.3e-6; Adam
-    # divides by the gradient's size, so float rounding in tiny gradient entries shows up here).
-    for name in one:
-        assert torch.allclose(one[name], two[name], rtol=0, atol=1e-5), name
+    out = tmp_path / "results.pt"
+    subprocess.run(torchrun(str(SCRIPT), str(batch_file), str(out), str(random_llama), str(tied), port=29517), check=True)
+    results = torch.load(out, weights_only=False)
+
+    for model_dir in (str(random_llama), str(tied)):
+        one = results[(model_dir, "one process")]
+        assert ("lm_head.weight" in one["grads"]) == (model_dir == str(random_llama))  # tied: one tensor
+        start = load_policy(model_dir, dtype="float32", device="cpu")[0].state_dict()
+        assert set(one["params"]) == set(start)  # the full state dict, tied lm_head included
+        moved = max(float((one["params"][k] - start[k]).abs().max()) for k in start)
+        assert moved > 1e-3  # the three steps did something
+        for setting in ("fsdp", "ddp", "fsdp+checkpointing"):
+            two = results[(model_dir, setting)]
+            # Gradients: the sum over processes is the one-process gradient up to float rounding
+            # (an average would be off by a factor of two).
+            for name, grad in one["grads"].items():
+                assert torch.allclose(grad, two["grads"][name], rtol=0, atol=1e-6), (model_dir, setting, name)
+            # Parameters after three AdamW steps: Adam divides by the gradient's size, which
+            # magnifies float rounding in tiny gradient entries (measured below 3e-5).
+            for name, param in one["params"].items():
+                assert torch.allclose(param, two["params"][name], rtol=0, atol=1e-4), (model_dir, setting, name)
+        # bf16 compute on fp32 weights: the same gradient to bf16 precision.
+        bf16 = results[(model_dir, "fsdp+bf16")]
+        for name, grad in one["grads"].items():
+            scale = float(grad.abs().max())
+            assert float((bf16["grads"][name] - grad).abs().max()) <= 0.05 * scale + 1e-6, (model_dir, name)
+
+
+def test_fsdp_options_without_a_process_group_are_refused_with_the_way_out(random_llama, tmp_path):
+    from sps.training.distributed import parallelize
+    from sps.training.run import validate
+
+    model, _ = load_policy(str(random_llama), dtype="float32", device="cpu")
+    with pytest.raises(ValueError, match="torchrun --nproc_per_node 1"):
+        parallelize(model, "fsdp", "bf16", False, False)
+    with pytest.raises(ValueError, match="torchrun"):
+        parallelize(model, "fsdp", "none", True, False)
+    assert parallelize(model, "fsdp", "none", False, True) is model and model.is_activation_checkpointing
+    with pytest.raises(ValueError, match="dtype float32"):
+        validate(replace(TrainConfig(), model="x", mixed_precision="bf16"))
+    with pytest.raises(ValueError, match="parallelism must be one of fsdp, ddp"):
+        validate(replace(TrainConfig(), model="x", parallelism="zero3"))

@@ -99,4 +99,10 @@ class TrainConfig:
     threads: int = option(0, "torch CPU threads (0 = torch's default)")
     max_nonfinite_steps: int = option(3, "stop after this many consecutive updates with a NaN or infinite loss")
 
+    # Memory and several processes (torchrun; docs/scale.md).
+    parallelism: str = option("fsdp", "with several processes: fsdp shards weights, gradients and optimizer state across them (FSDP2) | ddp keeps a full copy on each and all-reduces gradients")
+    mixed_precision: str = option("none", "bf16: forward and backward in bfloat16 on fp32 weights, gradients reduced in fp32 (FSDP2; needs dtype float32 and torchrun) | none")
+    gradient_checkpointing: bool = option(False, "recompute each layer's activations in backward instead of storing them (less memory, about a third more compute)")
+    cpu_offload: bool = option(False, "keep the sharded weights, gradients and optimizer state in CPU memory; the optimizer step runs on the CPU (FSDP2; needs torchrun)")
+
     sps: SPSConfig = section(SPSConfig, "the IRL phase (algorithm: sps)")

@@ -1,4 +1,4 @@
-"""One policy update: minibatches, micro-batches, gradient sync across processes, clipping.
+"""One policy update: minibatches, micro-batches, clipping (FSDP2 sums the gradients across processes).
 
 A loss is given as one or more `LossPart`s, each a batch of sequences with two functions:
   token_weights(rows) -> (b, T) weights that turn per-token losses into the minibatch loss
@@ -8,7 +8,8 @@ A loss is given as one or more `LossPart`s, each a batch of sequences with two f
 The RL step is one part, the IRL step another, and SPS's joint schedule passes both, so their
 gradients add up before each optimizer step. Minibatches are drawn from a permutation of the
 *global* batch and each process takes its own rows of each, so a run on several processes takes
-exactly the optimizer steps of a run on one.
+exactly the optimizer steps of a run on one. Every process runs as many forward/backward passes
+as the busiest one (a sharded model's passes are collectives), padding with passes of zero loss.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from sps.training.batch import RolloutBatch, policy_logprobs
-from sps.training.distributed import World
+from sps.training.distributed import World, gather_full_weights, shard_for_training
 
 # Rows per forward/backward when micro_batch_size is 0 (measured on the testbed, see bench/).
 MICRO_BATCH_ROWS = 64
@@ -65,6 +66,7 @@ def optimize(
     totals = {name: 0.0 for part in parts for name in part.stat_names}
     tokens = 0.0
     losses, grad_norms, nonfinite = [], [], 0
+    shard_for_training(model)
     model.train()
     for epoch in range(epochs):
         partitions = [
@@ -83,6 +85,9 @@ def optimize(
                 by_length = part.batch.completion_mask[rows].sum(-1).argsort(stable=True)
                 rows, weights = rows[by_length], weights[by_length]
                 size = micro_batch_size or MICRO_BATCH_ROWS
+                passes = -(-len(rows) // size)
+                for _ in range(world.max(passes) - passes):
+                    zero_loss_pass(model, part.batch, temperature)
                 for start in range(0, len(rows), size):
                     micro = rows[start : start + size]
                     sub = part.batch.rows(micro)  # its padding is cut to its own longest completion
@@ -96,7 +101,6 @@ def optimize(
                     for name, value in stats.items():
                         totals[name] = totals.get(name, 0.0) + float((value.float() * mask).sum())
                     tokens += float(mask.sum())
-            world.sum_gradients(model)
             loss_value = float(world.sum(loss_sum))
             grad_norm = gradient_norm(model, max_grad_norm)
             if math.isfinite(loss_value) and math.isfinite(grad_norm):
@@ -106,6 +110,7 @@ def optimize(
             else:
                 nonfinite += 1
             optimizer.zero_grad(set_to_none=True)
+    gather_full_weights(model)  # for the sampling and scoring that follow
     result = {name: value / max(tokens, 1.0) for name, value in totals.items()}
     result["loss"] = sum(losses) / len(losses) if losses else float("nan")
     result["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
@@ -113,11 +118,18 @@ def optimize(
     return result
 
 
+def zero_loss_pass(model, batch: RolloutBatch, temperature: float) -> None:
+    """A forward and backward pass that adds nothing to the gradients, so that this process takes
+    part in the collectives of a pass that another process runs on real rows."""
+    logps, _ = policy_logprobs(model, batch.rows(torch.arange(1)), temperature)
+    (0.0 * logps.sum()).backward()
+
+
 def gradient_norm(model, max_norm: float) -> float:
     """The global gradient norm, clipping the gradients to max_norm when max_norm > 0."""
     params = [p for p in model.parameters() if p.grad is not None]
     if not params:
         return 0.0
-    if max_norm > 0:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+    # An infinite max_norm scales every gradient by exactly 1.
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)

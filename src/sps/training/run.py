@@ -27,11 +27,14 @@ from sps.progress import progress_bar
 from sps.tasks.prompts import MODES
 from sps.training.batch import RolloutBatch
 from sps.training.config import TrainConfig
-from sps.training.distributed import World
+from sps.training.distributed import MIXED_PRECISIONS, PARALLELISMS, World
 from sps.training.sps_phase import validate_sps
 
 # Settings a resumed run may change: they do not change what the steps compute.
-RESUMABLE_CHANGES = ("max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size")
+RESUMABLE_CHANGES = (
+    "max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size",
+    "gradient_checkpointing",
+)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -58,6 +61,9 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.eval_n >= 1 and cfg.eval_limit >= 0, "eval_n must be >= 1 and eval_limit >= 0"),
         (not cfg.replay_buffer or cfg.algorithm == "grpo", "replay_buffer is a GRPO control; use it with algorithm grpo"),
         (set(cfg.report_to) <= {"tensorboard", "wandb", "jsonl"}, "report_to takes tensorboard and wandb (the JSON Lines log is always written)"),
+        (cfg.parallelism in PARALLELISMS, f"parallelism must be one of {', '.join(PARALLELISMS)}"),
+        (cfg.mixed_precision in MIXED_PRECISIONS, f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}"),
+        (cfg.mixed_precision == "none" or cfg.dtype == "float32", "mixed_precision bf16 computes from fp32 weights: set dtype float32"),
     ]
     for ok, message in checks:
         if not ok:

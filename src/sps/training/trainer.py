@@ -23,9 +23,14 @@ from sps.evaluation.runner import stable_seed
 from sps.rollout.base import Completion, SamplingParams
 from sps.tasks.templates import encode_prompt
 from sps.training.batch import RolloutBatch, collate, collate_rows, policy_logprobs
-from sps.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from sps.training.checkpoint import (
+    latest_checkpoint,
+    load_optimizer_state,
+    load_trainer_state,
+    save_checkpoint,
+)
 from sps.training.config import TrainConfig
-from sps.training.distributed import World, init_world
+from sps.training.distributed import World, gather_full_weights, init_world, parallelize
 from sps.training.optimize import LossPart, optimize
 from sps.training.run import RunFiles, rollout_metrics, validate
 from sps.training.sps_phase import DemoBatch, DemoBuffer, build_demos, step_phase
@@ -55,6 +60,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     torch.manual_seed(cfg.seed)
     start_model = run.start_model()
     model, tokenizer = load_policy(str(checkpoint[1]) if checkpoint else start_model, cfg.dtype, device)
+    model = parallelize(model, cfg.parallelism, cfg.mixed_precision, cfg.cpu_offload, cfg.gradient_checkpointing)
     reference = load_policy(start_model, cfg.dtype, device)[0].requires_grad_(False) if cfg.beta else None
     train_data = load_benchmark(cfg.train_data, cfg.data_dir or None)
     run.note_skipped(train_data)
@@ -74,12 +80,13 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     nonfinite_streak = 0
     if checkpoint:
         state = load_trainer_state(checkpoint[1])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(checkpoint[1], model, optimizer)
         scheduler.load_state_dict(state["scheduler"])
         prompts.load_state_dict(state["prompts"])
         nonfinite_streak = state["nonfinite_streak"]
         if buffer is not None:
             buffer.load_state_dict(state["buffer"])
+    gather_full_weights(model)  # sampling and evaluation run on full weights (see distributed.py)
 
     if step == 0:
         run.evaluate(0, model, tokenizer, engine)
@@ -106,16 +113,14 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                 if step % cfg.save_every == 0 or step == cfg.max_steps:
                     state = {
                         "step": step,
-                        "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "prompts": prompts.state_dict(),
                         "nonfinite_streak": nonfinite_streak,
                         "buffer": buffer.state_dict() if buffer is not None else None,
                         "config": asdict(cfg),
                     }
-                    if world.is_main:
-                        save_checkpoint(run.dir, step, model, tokenizer, state, cfg.keep_checkpoints)
-                    world.barrier()
+                    save_checkpoint(run.dir, step, model, optimizer, tokenizer, state, cfg.keep_checkpoints, world)
+                    gather_full_weights(model)
     finally:
         grader.close()
         run.close()

@@ -1,0 +1,82 @@
+"""`torchrun --nproc_per_node 2 -m sps.cli train` with FSDP2 sharding: a SIGKILLed run resumes
+without repeating or skipping a step, and its checkpoints load with `from_pretrained`."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_distributed import tied_copy
+
+from sps.training.checkpoint import list_checkpoints
+
+SETTINGS = dict(  # a random tied model earns no reward: the entropy bonus makes every step update it
+    algorithm="grpo", train_data="countdown-train", train_size=16, prompts_per_step=4, num_generations=4,
+    max_completion_length=12, learning_rate=1e-2, entropy_coef=0.01, max_steps=4, save_every=2, keep_checkpoints=2,
+    eval_every=4, eval_limit=4, eval_n=2, probe_problems=2, threads=1, parallelism="fsdp",
+)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    file = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
+
+
+def command(config_file: Path, port: int) -> list[str]:
+    launcher = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    return [launcher, "--nproc_per_node", "2", "--master_port", str(port), "-m", "sps.cli", "train", "--config", str(config_file)]
+
+
+def config(tmp_path: Path, name: str, model: Path) -> Path:
+    file = tmp_path / f"{name}.yaml"
+    file.write_text(yaml.safe_dump({**SETTINGS, "model": str(model), "output_dir": str(tmp_path / name)}))
+    return file
+
+
+@pytest.mark.slow
+def test_killed_sharded_run_resumes_exactly_and_saves_loadable_checkpoints(random_llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = tied_copy(random_llama, tmp_path / "tied")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command(config(tmp_path, "whole", model), 29531), check=True, env=env, capture_output=True)
+    whole = rows(tmp_path / "whole")
+    assert [r["step"] for r in whole] == [1, 2, 3, 4]
+    assert all(r["grad_norm"] > 0 for r in whole)
+    assert (tmp_path / "whole" / "evals" / "step_000004" / "metrics.json").is_file()  # evaluated while sharded
+
+    # Kill every process (as a lost node would) once step 3 is logged: step 4 is under way and
+    # the newest checkpoint is step 2.
+    killed = config(tmp_path, "killed", model)
+    process = subprocess.Popen(command(killed, 29532), env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(rows(tmp_path / "killed")) < 3:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert [step for step, _ in list_checkpoints(tmp_path / "killed")][-1] in (2, 4)
+    subprocess.run(command(killed, 29533), check=True, env=env, capture_output=True)
+    resumed = rows(tmp_path / "killed")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(whole, resumed):
+        for key, value in a.items():
+            if isinstance(value, float) and not key.startswith(("time/", "tokens_per_second/")):
+                assert b[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), (a["step"], key)
+
+    # The checkpoints are plain Hugging Face folders: the same weights, the tie intact.
+    loaded = [AutoModelForCausalLM.from_pretrained(tmp_path / run / "checkpoints" / "step_000004") for run in ("whole", "killed")]
+    start = AutoModelForCausalLM.from_pretrained(model).state_dict()
+    for name, weight in loaded[0].state_dict().items():
+        assert torch.equal(weight, loaded[1].state_dict()[name]), name
+    assert max(float((loaded[0].state_dict()[k] - start[k]).abs().max()) for k in start) > 1e-3
+    assert torch.equal(loaded[0].lm_head.weight, loaded[0].model.embed_tokens.weight)

@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 # The torch build to install before anything that depends on it. On a GPU machine, set it to the
 # CUDA build you want (e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128").
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,multi
+EXTRAS ?= dev,multi,trl
 
 STAMP := $(VENV)/.installed
 

@@ -73,6 +73,7 @@ def test_trl_trainer_takes_sps_irl_steps(random_llama, tmp_path):
     # Its loss and gradient equal sps's own IRL update on the same demonstrations (sps's optimize():
     # micro-batches sorted by length, padding cut; one SGD step at lr 1 moves the parameters by -gradient).
     demos = step_demos(trainer, model)
+    assert len(demos.batch.texts) > demos.num_prompts["pull"] > 1 and demos.weight.std() > 0  # weights matter
     model.zero_grad()
     loss, _ = trainer.irl_loss(model, trainer.batch_prompts, demos.num_prompts["pull"])
     loss.backward()

@@ -25,7 +25,7 @@ def build_trainer(model_dir: str, output_dir: str, **overrides):
 
     prompts = ["1 2>3:", "4 5>9:", "7 8>1:", "9 6>3:", "2 2>4:", "8 1>7:", "5 5>0:", "6 3>2:"]
     settings = dict(
-        output_dir=output_dir, per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
+        output_dir=output_dir, per_device_train_batch_size=16, num_generations=4, max_completion_length=8,
         max_steps=4, learning_rate=1e-2, beta=0.0, use_cpu=True, bf16=False, report_to="none",
         save_strategy="no", logging_steps=1, seed=0, sps_rl_steps=1, sps_irl_steps=1,
     )

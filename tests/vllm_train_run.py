@@ -35,8 +35,9 @@ def train_and_watch(model_dir: str, data: str, output_dir: str) -> tuple[Path, d
     seen = {}
     make_engine = evaluate.make_engine
 
-    def make_and_watch(kind, model, tokenizer, path, batch_size):
-        engine = make_engine(kind, model, tokenizer, path, batch_size)
+    def make_and_watch(*args, **kwargs):
+        engine = make_engine(*args, **kwargs)
+        model, tokenizer = args[1], args[2]
         close = engine.close
 
         def check_then_close():

@@ -134,11 +134,12 @@ class SPSGRPOTrainer(GRPOTrainer):
         slot = self.accelerator.process_index + processes * (self._step % micro_steps)
         share = with_demos[slot :: processes * micro_steps]
         # A slot without prompts still runs forward and backward (times 0) so gradient syncs line up.
-        factor = processes if share else 0.0
         loss, stats = self.irl_loss(model, share or with_demos[:1], len(with_demos))
+        if not share:
+            return 0.0 * loss
         for name, value in stats.items():
             self._metrics["train"][name].append(value)
-        return factor * loss
+        return processes * loss
 
     def irl_loss(self, model, prompts: list[list[int]], num_prompts: int) -> tuple[torch.Tensor, dict[str, float]]:
         """SPS's IRL loss on the buffered demonstrations of `prompts`, as a share of the mean over
@@ -152,7 +153,7 @@ class SPSGRPOTrainer(GRPOTrainer):
         with torch.no_grad():
             demos = build_demos(
                 self.sps, prompts, keys, [[]] * len(prompts), [[]] * len(prompts),
-                self.demo_buffer, self.generation_batches, score, self.processing_class.pad_token_id,
+                self.demo_buffer, self.generation_batches, score, self._tokenizer.pad_token_id,
             )
         logps = policy_logprobs(model, demos.batch, temperature)[0]
         device = logps.device

@@ -106,3 +106,16 @@ def test_trl_trainer_on_two_processes(random_llama, tmp_path):
     assert irl_steps == [2, 4]
     for name, value in ranks[0]["params"].items():
         assert torch.equal(value, ranks[1]["params"][name]), name
+
+
+def test_an_untested_trl_version_is_refused_by_name(monkeypatch):
+    import importlib
+
+    import trl
+
+    monkeypatch.setattr(trl, "__version__", "0.9.0")
+    monkeypatch.delitem(sys.modules, "sps.integrations.trl", raising=False)
+    with pytest.raises(ImportError, match=r"tested with trl 1\.16\.0; found trl 0\.9\.0"):
+        importlib.import_module("sps.integrations.trl")
+    monkeypatch.undo()
+    importlib.import_module("sps.integrations.trl")  # the supported version imports

@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/sps demo
 
-# The main suite, then the vLLM engine's tests in their own venv (built on first use, ~6 min).
+# The main suite, then the vLLM engine's tests in their own venv (built on first use: ~6 min, 3.8 GB).
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 	$(MAKE) test-vllm

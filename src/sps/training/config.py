@@ -57,6 +57,7 @@ class TrainConfig:
     top_p: float = option(1.0, "nucleus sampling threshold")
     engine: str = option("hf", "rollout engine: hf | vllm")
     generation_batch_size: int = option(512, "most sequences sampled together")
+    vllm_sleep: bool = option(False, "engine vllm, GPU only: free vLLM's GPU memory between rollouts (weights offloaded, KV cache dropped)")
 
     # The RL update.
     learning_rate: float = option(1e-4, "AdamW learning rate")

@@ -69,7 +69,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     prompts = PromptSource(
         train_data.problems, cfg.prompts_per_step, cfg.prompt_mode, cfg.train_size or len(train_data.problems), cfg.seed
     )
-    engine = make_engine(cfg.engine, model, tokenizer, start_model, cfg.generation_batch_size)
+    engine = make_engine(cfg.engine, model, tokenizer, start_model, cfg.generation_batch_size, sleep=cfg.vllm_sleep)
     sampling = SamplingParams(cfg.temperature, cfg.top_p, 0, cfg.max_completion_length)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
@@ -124,6 +124,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     finally:
         grader.close()
         run.close()
+        if hasattr(engine, "close"):  # last: vLLM's shutdown also ends the process group
+            engine.close()
     return run.dir
 
 

@@ -1,0 +1,72 @@
+"""An `sps train` run with the vLLM engine on a tiny model (in-process, or one per process under
+torchrun). When the trainer shuts its engine down after the last step, each process records how
+far its engine's log-probs are from its trained policy's and how far the policy moved."""
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from sps.evaluation import evaluate
+from sps.models.loading import load_policy
+from sps.rollout.base import SamplingParams
+from sps.training.batch import collate, policy_logprobs
+from sps.training.config import TrainConfig
+from sps.training.trainer import train
+
+
+def logprob_gap(model, tokenizer, prompts, groups, temperature: float) -> float:
+    """Largest |engine log-prob - policy log-prob| over the sampled tokens."""
+    import torch
+
+    batch = collate(prompts, groups, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logps = policy_logprobs(model, batch, temperature)[0]
+    return float(((logps - batch.old_logps).abs() * batch.completion_mask).max())
+
+
+def write_data(path: Path) -> Path:
+    """16 prompts over the characters "3 >" whose answer is 3 (the math grader takes the last number)."""
+    path.write_text("".join(json.dumps({"problem": "3" * a + " " + "3" * b + ">", "answer": "3"}) + "\n" for a in range(4) for b in range(4)))
+    return path
+
+
+def train_and_watch(model_dir: str, data: str, output_dir: str) -> tuple[Path, dict]:
+    seen = {}
+    make_engine = evaluate.make_engine
+
+    def make_and_watch(*args, **kwargs):
+        engine = make_engine(*args, **kwargs)
+        model, tokenizer = args[1], args[2]
+        close = engine.close
+
+        def check_then_close():
+            prompts = [tokenizer.encode("33 3>")]
+            seen["gap"] = logprob_gap(model, tokenizer, prompts, engine.generate(prompts, 8, SamplingParams(max_new_tokens=8)), 1.0)
+            start = load_policy(model_dir, dtype="float32", device="cpu")[0]
+            seen["moved"] = max(float((p - q).abs().max()) for p, q in zip(model.parameters(), start.parameters()))
+            seen["checksum"] = sum(float(p.double().sum()) for p in model.parameters())
+            close()
+
+        engine.close = check_then_close
+        return engine
+
+    evaluate.make_engine = make_and_watch
+    cfg = replace(
+        TrainConfig(), model=model_dir, engine="vllm", train_data=data, prompt_template="plain", algorithm="sps",
+        # Every prompt recurs every step, so the IRL step finds demonstrations in the buffer.
+        train_size=16, prompts_per_step=16, num_generations=4, max_completion_length=8, learning_rate=1e-2,
+        max_steps=3, eval_every=-1, probe_problems=0, save_every=100, threads=1, output_dir=output_dir,
+    )
+    try:
+        return train(cfg, show_progress=False), seen
+    finally:
+        evaluate.make_engine = make_engine
+
+
+if __name__ == "__main__":
+    import os
+
+    model_dir, data, output_dir = sys.argv[1:]
+    _, seen = train_and_watch(model_dir, data, output_dir)
+    Path(output_dir, f"rank{os.environ['RANK']}.json").write_text(json.dumps(seen))

@@ -199,6 +199,7 @@ def training_step(
         update["nonfinite_updates"] += irl["nonfinite_updates"]
     if hasattr(engine, "load_weights"):  # an engine with its own copy of the weights (vLLM)
         engine.load_weights(model)
+        gather_full_weights(model)  # taking the state dict resharded a sharded model
     t3 = time.monotonic()
 
     metrics.update(update)

@@ -135,6 +135,10 @@ def check_context(plan: Plan, setting: str, spec: str, prompt_tokens: int, new_t
         )
 
 
+def parameters(count: int) -> str:
+    return f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
+
+
 def visible_gpu_memory() -> float | None:
     import torch
 
@@ -172,7 +176,7 @@ def train_plan(cfg: TrainConfig, layout: Layout | None = None, gpu_memory: float
     shape = shape_of(config, count_parameters(config))
     dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
     plan.lines.append(
-        f"model: {cfg.model}, {shape.params / 1e9:.2f}B parameters, {shape.layers} layers, hidden {shape.hidden}, "
+        f"model: {cfg.model}, {parameters(shape.params)} parameters, {shape.layers} layers, hidden {shape.hidden}, "
         f"vocab {shape.vocab}, context {shape.context}; {dtype} ({'auto = bf16 on a GPU' if cfg.dtype == 'auto' else 'as set'})"
     )
 
@@ -280,7 +284,7 @@ def eval_plan(
         return plan
     shape = shape_of(config, count_parameters(config))
     dtype = "bfloat16" if dtype == "auto" else dtype
-    plan.lines.append(f"model: {model}, {shape.params / 1e9:.2f}B parameters, context {shape.context}; {dtype}")
+    plan.lines.append(f"model: {model}, {parameters(shape.params)} parameters, context {shape.context}; {dtype}")
     samples, longest = 0, 0
     for spec in specs:
         bench, lengths = check_data(plan, "--benchmark", spec, data_dir or "", tokenizer, prompt_template or "", grader or "", None)

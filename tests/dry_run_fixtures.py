@@ -7,13 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-# The shapes of Qwen2.5-Math-1.5B and -7B (their config.json on the hub).
-QWEN_SHAPES = {
-    "Qwen/Qwen2.5-Math-1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                                   num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "Qwen/Qwen2.5-Math-7B": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                                 num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
-}
+from sps.training.plan import KNOWN_SHAPES
+
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -41,7 +36,7 @@ def qwen_folder(root: Path, hub_id: str, tokenizer) -> Path:
 
     folder = root / hub_id.split("/")[1]
     folder.mkdir(parents=True, exist_ok=True)
-    Qwen2Config(max_position_embeddings=4096, rope_theta=10000.0, **QWEN_SHAPES[hub_id]).save_pretrained(folder)
+    Qwen2Config(rope_theta=10000.0, **KNOWN_SHAPES[hub_id]).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

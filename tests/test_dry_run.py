@@ -99,6 +99,14 @@ def test_a_broken_recipe_fails_naming_the_setting(env, capsys, overrides, settin
         assert "'problem' is missing" in errors[0]
 
 
+def test_offline_a_recipe_model_is_sized_from_its_known_shape(env):
+    recipe = REPO / "configs/paper/qwen2.5-math-1.5b_sps_10k.yaml"
+    cfg = load_config(TrainConfig, recipe, ["--data_dir", str(env["data"]), "--train_data", str(env["data"] / "openr1_math.jsonl")])
+    plan = train_plan(cfg, Layout(8))  # the tests run with HF_HUB_OFFLINE=1: the hub id cannot load
+    assert plan.errors == [] and "is out of reach" in plan.warnings[0]
+    assert plan.lines[0].startswith("model: Qwen/Qwen2.5-Math-1.5B, 1.54B parameters, 28 layers, hidden 1536")
+
+
 def test_a_model_that_does_not_fit_is_reported(env, capsys):
     recipe = REPO / "configs/paper/qwen2.5-math-7b_grpo_3k.yaml"
     assert main(["train", "--config", str(recipe), "--dry-run", "--gpu-memory", "40GB", *recipe_overrides(recipe, env)]) == 0

@@ -69,7 +69,7 @@ SOURCES: dict[str, Source] = {
     "openr1_math": Source(
         "openr1_math.jsonl", "open-r1/OpenR1-Math-220k", config="default", split="train", fields=FieldNames("uuid"),
         license="Apache-2.0",
-        how_to_get="or save rows with its columns (problem, answer, ...) as openr1_math.jsonl in the data folder",
+        how_to_get="A local copy needs at least the columns problem and answer (it may keep the hub's others).",
     ),
     "gsm8k_train": Source("gsm8k_train.jsonl", "openai/gsm8k", config="main", split="train", fields=FieldNames("", "question"), license="MIT", row_format="gsm8k"),
     "math_train": Source("math_train.jsonl", license="MIT (MATH)"),

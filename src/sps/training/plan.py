@@ -9,6 +9,7 @@ setting to change; any error makes the command exit non-zero.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -23,10 +24,10 @@ from sps.training.memory import (
     shape_of,
     training_memory,
 )
+from sps.training.optimize import MICRO_BATCH_ROWS
 
 ROWS_READ = 64  # rows of the training data a dry run reads
 ROWS_GRADED = 16  # rows of each data set whose gold answer is checked against the grader
-MICRO_BATCH_ROWS = 64  # sps.training.optimize's micro-batch when micro_batch_size is 0
 VLLM_SHARE = 0.4  # the GPU share the vLLM engine reserves (sps.rollout.vllm_engine)
 # A gold answer is usable when the grader accepts it written as a model would write it.
 SELF_CHECKS = {"math": "so the answer is \\boxed{{{}}}", "choice": "The answer is \\boxed{{{}}}"}
@@ -49,11 +50,41 @@ class Plan:
         return "\n".join(out + [f"dry run: {verdict}, {len(self.warnings)} warning(s)"])
 
 
+# The recipes' models as their config.json on the hub describes them, for a dry run without the hub.
+KNOWN_SHAPES = {
+    "Qwen/Qwen2.5-Math-1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                                   num_key_value_heads=2, vocab_size=151936, max_position_embeddings=4096, tie_word_embeddings=True),
+    "Qwen/Qwen2.5-Math-7B": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                                 num_key_value_heads=4, vocab_size=152064, max_position_embeddings=4096, tie_word_embeddings=False),
+}
+CHARS_PER_TOKEN = 3.0  # a cautious guess for math text when the real tokenizer is out of reach
+
+
+class CharacterEstimate:
+    """Stands in for a tokenizer that cannot be loaded: about one token per CHARS_PER_TOKEN characters."""
+
+    chat_template = None
+
+    def __call__(self, text: str, add_special_tokens: bool = True):
+        return type("Encoding", (), {"input_ids": [0] * math.ceil(len(text) / CHARS_PER_TOKEN)})
+
+
 def model_files(name: str, plan: Plan):
-    """(config, tokenizer) of a model folder, hub id, alias or the testbed, without any weights."""
-    from transformers import AutoConfig
+    """(config, tokenizer) of a model folder, hub id, alias or the testbed, without any weights.
+    Offline, a model of KNOWN_SHAPES is sized from its known shape and its prompts from their length."""
+    from transformers import AutoConfig, Qwen2Config
 
     from sps.models.loading import load_tokenizer, resolve_model_path
+
+    if name in KNOWN_SHAPES:
+        try:
+            return AutoConfig.from_pretrained(name), load_tokenizer(name)
+        except OSError as e:
+            plan.warnings.append(
+                f"model: {name} is out of reach ({str(e).splitlines()[0]}): sized from its known shape, and prompt "
+                f"lengths estimated at {CHARS_PER_TOKEN:g} characters a token"
+            )
+            return Qwen2Config(**KNOWN_SHAPES[name]), CharacterEstimate()
 
     if name == "testbed":
         from sps.models.testbed import TestbedConfig, default_testbed_dir, testbed_model_config

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# Tests never download: a hub lookup fails at once instead of retrying for half a minute. Set
+# before huggingface_hub and datasets are imported, since both read it at import time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from sps.demo import QUICK
-from sps.models.testbed import build_testbed
-from sps.models.tokenizer import build_char_tokenizer
-from sps.tasks.countdown import ALPHABET
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sps.demo import QUICK  # noqa: E402
+from sps.models.testbed import build_testbed  # noqa: E402
+from sps.models.tokenizer import build_char_tokenizer  # noqa: E402
+from sps.tasks.countdown import ALPHABET  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")

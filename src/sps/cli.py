@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -58,6 +59,7 @@ def add_eval(commands) -> None:
     p.add_argument("--id-field", default="id")
     p.add_argument("--problem-field", default="problem")
     p.add_argument("--answer-field", default="answer")
+    add_dry_run_options(p)
     p.set_defaults(run=run_eval_command)
 
 
@@ -68,6 +70,15 @@ def run_eval_command(args) -> int:
     from sps.tasks.benchmarks import FieldNames, split_specs
 
     quiet_libraries()
+    if args.dry_run:
+        from sps.training.plan import eval_plan, exit_code
+
+        plan = eval_plan(
+            args.model, split_specs(args.benchmark), args.n, args.max_new_tokens, args.batch_size, args.dtype,
+            args.data_dir, args.prompt_template, args.grader, args.limit, gpu_memory_bytes(args),
+        )
+        print(plan.text())
+        return exit_code(plan)
     base = EvalSettings(
         model=args.model,
         benchmark="",
@@ -98,6 +109,17 @@ def run_eval_command(args) -> int:
     print(combined_table(results))
     print(f"\nresults in {out}")
     return 0
+
+
+def add_dry_run_options(p) -> None:
+    p.add_argument("--dry-run", action="store_true", help="check settings, model config, data and memory; print the plan; load no weights")
+    p.add_argument("--gpu-memory", default=None, help="dry run: the GPU size to check memory against, e.g. 80GB (default: the visible GPU's)")
+
+
+def gpu_memory_bytes(args) -> float | None:
+    from sps.training.memory import parse_size
+
+    return parse_size(args.gpu_memory) if args.gpu_memory else None
 
 
 def quiet_libraries() -> None:
@@ -140,6 +162,12 @@ def add_train(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default=None, help="YAML file with settings (see configs/); --key value pairs override it")
+    add_dry_run_options(p)
+    p.add_argument("--nproc", type=int, default=None, help="dry run: training processes (default: $WORLD_SIZE or 1)")
+    p.add_argument(
+        "--shard", default="none", choices=["none", "optimizer", "full"],
+        help="dry run: optimizer = AdamW state split over the processes; full = weights, gradients and state split (FSDP)",
+    )
     p.set_defaults(run=run_train_command)
 
 
@@ -150,6 +178,15 @@ def run_train_command(args) -> int:
 
     quiet_libraries()
     cfg = load_config(TrainConfig, args.config, args.overrides)
+    if args.dry_run:
+        from sps.training.memory import Layout
+        from sps.training.plan import exit_code, train_plan
+
+        processes = args.nproc or int(os.environ.get("WORLD_SIZE", "1"))
+        layout = Layout(processes, shard_params=args.shard == "full", shard_optimizer=args.shard != "none")
+        plan = train_plan(cfg, layout, gpu_memory_bytes(args))
+        print(plan.text())
+        return exit_code(plan)
     run_dir = train(cfg)
     print(f"run folder: {run_dir}")
     return 0

@@ -158,6 +158,9 @@ def load_run(run_dir: Path, name: str) -> Run:
     if not log:
         raise ValueError(f"{run_dir}: metrics.jsonl holds no training step yet")
     evaluations = sorted(run_dir.glob("evals/step_*/metrics.json"))
+    if not evaluations:  # several eval benchmarks: the report follows the first one
+        listed = sorted(run_dir.glob("evals/step_*/benchmarks.json"))
+        evaluations = [f.parent / json.loads(f.read_text())["benchmarks"][0] / "metrics.json" for f in listed]
     if not evaluations:
         raise ValueError(f"{run_dir} has no evaluations (evals/step_*/metrics.json); train with eval_every >= 0")
     return Run(
@@ -175,7 +178,7 @@ def load_checkpoint(folder: Path) -> Checkpoint:
     except ValueError as e:  # no samples, or unequal sample counts
         raise ValueError(f"{folder}/samples.jsonl: {e}") from e
     return Checkpoint(
-        step=int(folder.name.removeprefix("step_")),
+        step=int((folder if folder.name.startswith("step_") else folder.parent).name.removeprefix("step_")),
         metrics=json.loads((folder / "metrics.json").read_text()),
         settings=json.loads((folder / "settings.json").read_text()),
         correct=dict(zip(ids, correct.tolist())),

@@ -54,6 +54,25 @@ def default_testbed_dir(cfg: TestbedConfig) -> Path:
     return cache_dir() / "testbed" / f"countdown-{cfg.key()}"
 
 
+def testbed_model_config(cfg: TestbedConfig, tokenizer):
+    """The testbed's LlamaConfig (also what a dry run sizes before the model is built)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
 def build_testbed(cfg: TestbedConfig, out: str | Path | None = None, show_progress: bool = True) -> Path:
     """Build the testbed model into `out` (default: the cache) and return the folder.
 
@@ -65,28 +84,14 @@ def build_testbed(cfg: TestbedConfig, out: str | Path | None = None, show_progre
             return out
         raise ValueError(f"{out} holds a testbed built with other settings; choose another --out or delete it")
 
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from sps.models.tokenizer import build_char_tokenizer
 
     start = time.monotonic()
     torch.manual_seed(cfg.seed)
     tokenizer = build_char_tokenizer(ALPHABET)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=cfg.hidden_size,
-            intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.num_layers,
-            num_attention_heads=cfg.num_heads,
-            num_key_value_heads=cfg.num_heads,
-            max_position_embeddings=128,
-            tie_word_embeddings=True,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    model = LlamaForCausalLM(testbed_model_config(cfg, tokenizer))
     train = build_splits(cfg.task)["train"]
     losses = supervised_training(model, tokenizer, train, cfg, show_progress)
     info = {

@@ -1,50 +1,31 @@
-"""Benchmarks and training sets by name, JSON Lines path, or Hugging Face dataset.
+"""Benchmarks and training sets by name, file path, or Hugging Face dataset.
 
 A specification is one of:
-  - a name resolved in the data folder (see `sps.paths.data_dir`): math500, aime24, gsm8k, ...;
+  - a name from the table in `sps.tasks.sources` (math500, aime24, gpqa_diamond, openr1_math, ...):
+    the file in the data folder (see `sps.paths.data_dir`) when it exists, else the hub copy;
   - a testbed split: countdown-train, countdown-val, countdown-test (generated, no files needed);
-  - a path to a JSON Lines file whose rows have `problem` and `answer` (and ideally `id`);
+  - a path to a JSON Lines (or CSV) file whose rows have `problem` and `answer` (and ideally `id`),
+    or GPQA's columns;
   - `hf:owner/name[:split]`, read with the `datasets` library (field names configurable).
 Malformed rows are left out, and every one is reported in `Benchmark.skipped`; nothing is
-dropped silently.
+dropped silently. `limit` reads only the first rows (a dry run's look at the data).
 """
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sps.paths import data_dir as resolve_data_dir
 from sps.tasks.problem import Problem
+from sps.tasks.sources import FORMAT_GRADERS, ROW_FORMATS, SOURCES, FieldNames, Source, detect_format
 
-# Names resolved in the data folder, and the file each one reads.
-DATA_FILES = {
-    "math500": "math500.jsonl",
-    "aime24": "aime24.jsonl",
-    "aime25": "aime25.jsonl",
-    "amc23": "amc23.jsonl",
-    "hmmt_feb25": "hmmt_feb25.jsonl",
-    "hmmt_nov25": "hmmt_nov25.jsonl",
-    "brumo25": "brumo25.jsonl",
-    "cmimc25": "cmimc25.jsonl",
-    "minerva_math": "minerva_math.jsonl",
-    "olympiadbench": "olympiadbench.jsonl",
-    "gsm8k": "gsm8k_test.jsonl",
-    "gsm8k_train": "gsm8k_train.jsonl",
-    "math_train": "math_train.jsonl",
-    "math_test_extra4500": "math_test_extra4500.jsonl",
-}
+__all__ = ["Benchmark", "FieldNames", "load_benchmark", "split_specs", "SOURCES", "TESTBED_SPLITS"]
+
 TESTBED_SPLITS = {"countdown-train": "train", "countdown-val": "validation", "countdown-test": "test"}
-
-
-@dataclass
-class FieldNames:
-    """Which row fields hold the id, the problem statement and the gold answer."""
-
-    id: str = "id"
-    problem: str = "problem"
-    answer: str = "answer"
 
 
 @dataclass
@@ -65,57 +46,92 @@ def split_specs(specs: str) -> list[str]:
     return parts
 
 
-def load_benchmark(spec: str, data_dir: str | None = None, fields: FieldNames | None = None) -> Benchmark:
-    """Load one benchmark specification (see the module docstring)."""
+def load_benchmark(
+    spec: str, data_dir: str | None = None, fields: FieldNames | None = None, limit: int | None = None
+) -> Benchmark:
+    """Load one benchmark specification (see the module docstring); at most `limit` rows when given."""
     fields = fields or FieldNames()
     if spec in TESTBED_SPLITS:
         return testbed_benchmark(spec)
     if spec.startswith("hf:"):
-        return hub_benchmark(spec, fields)
-    if spec in DATA_FILES:
-        folder = resolve_data_dir(data_dir)
-        if folder is None:
-            raise FileNotFoundError(
-                f"benchmark {spec!r} is read from the data folder, but none is set: "
-                "pass --data-dir or set SPS_DATA_DIR"
-            )
-        path = folder / DATA_FILES[spec]
-        if not path.is_file():
-            raise FileNotFoundError(f"benchmark {spec!r}: {path} does not exist")
-        return jsonl_benchmark(path, spec, fields)
+        dataset_id, _, split = spec[len("hf:") :].partition(":")
+        name = f"{dataset_id.replace('/', '_')}_{split or 'test'}"
+        return hub_benchmark(name, spec, dataset_id, None, split or "test", fields, None, limit)
+    if spec in SOURCES:
+        return named_benchmark(spec, SOURCES[spec], data_dir, fields, limit)
     path = Path(spec).expanduser()
     if path.is_file():
-        return jsonl_benchmark(path, path.stem, fields)
-    known = ", ".join([*DATA_FILES, *TESTBED_SPLITS])
+        return file_benchmark(path, path.stem, fields, None, limit)
+    known = ", ".join([*SOURCES, *TESTBED_SPLITS])
     raise ValueError(f"unknown benchmark {spec!r}: not a file, not hf:owner/name, and not one of {known}")
 
 
-def jsonl_benchmark(path: Path, name: str, fields: FieldNames) -> Benchmark:
+def named_benchmark(name: str, source: Source, data_dir: str | None, fields: FieldNames, limit: int | None) -> Benchmark:
+    """The file in the data folder when it is there, else the hub copy; the error names both."""
+    folder = resolve_data_dir(data_dir)
+    if folder is not None and (folder / source.file).is_file():
+        return file_benchmark(folder / source.file, name, fields, source.row_format, limit, source.grader)
+    where = f"{folder / source.file} does not exist" if folder else "no data folder is set (--data-dir or SPS_DATA_DIR)"
+    if source.hub is None:
+        raise FileNotFoundError(
+            f"benchmark {name!r} is read from the data folder only, and {where}: put {source.file} there. "
+            f"{source.how_to_get}".rstrip()
+        )
+    try:
+        return hub_benchmark(name, source.hub, source.hub, source.config, source.split, source.fields, source.row_format, limit, source.grader)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"benchmark {name!r}: {where}, and its hub copy {source.hub} could not be read ({e}). "
+            f"Put {source.file} into the data folder, or make the hub reachable. {source.how_to_get}".rstrip()
+        ) from e
+
+
+def file_benchmark(
+    path: Path, name: str, fields: FieldNames, row_format: str | None, limit: int | None, grader: str | None = None
+) -> Benchmark:
+    """A JSON Lines (or, by its .csv suffix, CSV) file; row_format None detects it from the first row."""
     rows, skipped = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((f"line {line_no}", str(line_no), json.loads(line)))
-            except json.JSONDecodeError as e:
-                skipped.append(f"{path.name} line {line_no}: not valid JSON ({e.msg})")
-    problems, bad = rows_to_problems(rows, fields, f"{path.name} ")
-    return require_problems(Benchmark(name, problems, "math", "qwen-boxed", str(path), skipped + bad))
+    with open(path, encoding="utf-8", newline="") as f:
+        if path.suffix.lower() == ".csv":
+            rows = [(f"row {i}", str(i), row) for i, row in enumerate(itertools.islice(csv.DictReader(f), limit), start=1)]
+        else:
+            lines = ((n, line) for n, line in enumerate(f, start=1) if line.strip())
+            for line_no, line in itertools.islice(lines, limit):
+                try:
+                    rows.append((f"line {line_no}", str(line_no), json.loads(line)))
+                except json.JSONDecodeError as e:
+                    skipped.append(f"{path.name} line {line_no}: not valid JSON ({e.msg})")
+    return formatted_benchmark(name, str(path), rows, fields, row_format, f"{path.name} ", skipped, grader)
 
 
-def hub_benchmark(spec: str, fields: FieldNames) -> Benchmark:
+def hub_benchmark(
+    name: str, spec: str, dataset_id: str, config: str | None, split: str, fields: FieldNames,
+    row_format: str | None, limit: int | None, grader: str | None = None,
+) -> Benchmark:
+    """A Hugging Face dataset; with `limit`, only its first rows are streamed."""
     import datasets
 
-    dataset_id, _, split = spec[len("hf:") :].partition(":")
     try:
-        data = datasets.load_dataset(dataset_id, split=split or "test")
-    except Exception as e:  # datasets raises many types for a missing id, split or network
-        raise FileNotFoundError(f"could not load Hugging Face dataset {dataset_id!r} (split {split or 'test'!r}): {e}") from e
-    rows = [(f"row {i}", str(i), row) for i, row in enumerate(data)]
-    problems, skipped = rows_to_problems(rows, fields, f"{dataset_id} ")
-    name = f"{dataset_id.replace('/', '_')}_{split or 'test'}"
-    return require_problems(Benchmark(name, problems, "math", "qwen-boxed", spec, skipped))
+        data = datasets.load_dataset(dataset_id, config, split=split, streaming=limit is not None)
+        rows = [(f"row {i}", str(i), row) for i, row in enumerate(itertools.islice(data, limit))]
+    except Exception as e:  # datasets raises many types for a missing id, split, gated set or network
+        raise FileNotFoundError(f"could not load Hugging Face dataset {dataset_id!r} (split {split!r}): {e}") from e
+    return formatted_benchmark(name, spec, rows, fields, row_format, f"{dataset_id} ", [], grader)
+
+
+def formatted_benchmark(
+    name: str, source: str, rows: list, fields: FieldNames, row_format: str | None, where: str, skipped: list[str],
+    grader: str | None,
+) -> Benchmark:
+    """Rows through their row format (detected from the first row when None), then into Problems."""
+    if row_format is None:
+        row_format = detect_format(rows[0][2] if rows else None)
+        fields = fields if row_format == "plain" else FieldNames()
+    convert = ROW_FORMATS[row_format]
+    rows = [(loc, default, convert(row) if isinstance(row, dict) else row) for loc, default, row in rows]
+    problems, bad = rows_to_problems(rows, fields, where)
+    grader = grader or FORMAT_GRADERS.get(row_format, "math")
+    return require_problems(Benchmark(name, problems, grader, "qwen-boxed", source, skipped + bad))
 
 
 def rows_to_problems(rows: list[tuple[str, str, object]], fields: FieldNames, where: str) -> tuple[list[Problem], list[str]]:

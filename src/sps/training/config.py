@@ -93,6 +93,7 @@ class TrainConfig:
     probe_problems: int = option(32, "held-out problems whose correct base-model trajectories are tracked as probes (0 = none)")
     save_every: int = option(50, "checkpoint every this many steps (and at the end)")
     keep_checkpoints: int = option(2, "how many checkpoints to keep")
+    keep_best: bool = option(False, "also keep the policy with the best eval Avg@n (mean over eval_benchmark) in <output_dir>/best/")
     output_dir: str = option("out/train", "run folder: config, log, evaluations, checkpoints")
     report_to: list[str] = option([], "extra loggers besides the JSON Lines log: tensorboard, wandb")
     dtype: str = option("auto", "auto (bf16 on a GPU that supports it, else fp32) | float32 | bfloat16")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from sps.tasks.prompts import MODES
 from sps.training.batch import RolloutBatch
 from sps.training.config import TrainConfig
 from sps.training.distributed import MIXED_PRECISIONS, PARALLELISMS, World
+from sps.training.guards import GUARD_STEPS, guard_warnings
 from sps.training.sps_phase import validate_sps
 
 # Settings a resumed run may change: they do not change what the steps compute.
@@ -124,6 +126,8 @@ class RunFiles:
         self.world = world
         self.log_file = run_dir / "metrics.jsonl"
         self.writers: list = []
+        self.recent: list[dict] = []  # the last steps' metrics, for the runtime guards
+        self.speaking: set[str] = set()  # metrics whose guard warned at the last step
 
     # -- starting and resuming ------------------------------------------------------------------
 
@@ -134,9 +138,13 @@ class RunFiles:
             self.check_config()
             rows = [r for r in read_jsonl_repairing(self.log_file) if r["step"] <= resume_step]
             atomic_write_jsonl(self.log_file, rows)
+            self.recent = rows[-GUARD_STEPS:]
             for folder in (self.dir / "evals").glob("step_*"):
                 if int(folder.name.split("_")[1]) > resume_step:
                     shutil.rmtree(folder)
+            best = self.dir / "best" / "best.json"
+            if best.is_file() and json.loads(best.read_text())["step"] > resume_step:
+                shutil.rmtree(best.parent)  # chosen by an evaluation that was just dropped
             probes = read_jsonl_repairing(self.dir / "probes.jsonl")
             atomic_write_jsonl(self.dir / "probes.jsonl", [r for r in probes if r["step"] <= resume_step])
             self.writers = open_writers(self.cfg, self.dir)
@@ -174,8 +182,18 @@ class RunFiles:
     # -- every step -----------------------------------------------------------------------------
 
     def log(self, step: int, metrics: dict) -> None:
+        """Append the step's row; when a runtime guard speaks, its warnings go into the row (and so
+        into the progress line) and are printed when they first appear."""
         if not self.world.is_main:
             return
+        self.recent = [*self.recent, metrics][-GUARD_STEPS:]
+        found = guard_warnings(self.recent, self.cfg)
+        for metric, _, message in found:
+            if metric not in self.speaking:
+                print(f"WARNING at step {step}: {message}")
+        self.speaking = {metric for metric, _, _ in found}
+        if found:
+            metrics["warnings"] = [short for _, short, _ in found]
         row = {"step": step, **metrics}
         append_jsonl(self.log_file, [row])
         for writer in self.writers:
@@ -188,7 +206,8 @@ class RunFiles:
         with progress_bar("train", self.cfg.max_steps, done=step, enabled=self.world.is_main, unit="steps") as advance:
 
             def show(m: dict) -> None:
-                advance(1, f"{m['phase']:>6}  reward {m['reward']:.3f}  entropy {m.get('entropy', float('nan')):.3f}")
+                warnings = "".join(f"  WARNING {w}" for w in m.get("warnings", []))
+                advance(1, f"{m['phase']:>6}  reward {m['reward']:.3f}  entropy {m.get('entropy', float('nan')):.3f}{warnings}")
 
             yield show
 
@@ -199,51 +218,84 @@ class RunFiles:
         return every >= 0 and ((every > 0 and step % every == 0) or step == self.cfg.max_steps)
 
     def evaluate(self, step: int, model, tokenizer, engine) -> None:
-        """Held-out evaluation of the current policy, plus the probes' log-likelihoods."""
+        """Held-out evaluation of the current policy on each eval benchmark, the probes'
+        log-likelihoods, and (keep_best) the policy kept when its mean Avg@n is the best so far.
+        One benchmark writes into evals/step_N/, several into evals/step_N/<name>/ each plus
+        evals/step_N/benchmarks.json (their names in order and the mean Avg@n)."""
         if self.cfg.eval_every < 0:
             return
         if self.world.is_main:
-            from sps.analysis.probes import probe_logprobs, select_probes
-            from sps.evaluation.runner import EvalSettings, run_eval
-            from sps.grading.registry import get_grader
-            from sps.tasks.benchmarks import load_benchmark
+            from sps.tasks.benchmarks import load_benchmark, split_specs
 
             cfg = self.cfg
-            benchmark = load_benchmark(cfg.eval_benchmark, cfg.data_dir or None)
-            template = cfg.prompt_template or benchmark.template
-            settings = EvalSettings(
-                model=f"{cfg.model}@step{step}",
-                benchmark=benchmark.source,
-                n=cfg.eval_n,
-                temperature=cfg.eval_temperature,
-                top_p=cfg.top_p,
-                max_new_tokens=cfg.max_completion_length,
-                limit=cfg.eval_limit or None,
-                prompt_template=template,
-                grader=cfg.grader or benchmark.grader,
-                seed=cfg.seed,
-            )
             folder = self.dir / "evals" / f"step_{step:06d}"
-            grader = get_grader(settings.grader)
-            try:
-                metrics = run_eval(engine, tokenizer, benchmark, settings, folder, grader, cfg.generation_batch_size, show_progress=False)
-            finally:
-                grader.close()
-            probes_file = self.dir / "probes.jsonl"
-            if step == 0 and cfg.probe_problems:
-                probes = select_probes(read_jsonl(folder / "samples.jsonl"), cfg.probe_problems)
-                atomic_write_jsonl(self.dir / "probe_set.jsonl", probes)
-            probe_set = read_jsonl(self.dir / "probe_set.jsonl")
-            if probe_set:
-                by_id = {p.id: p for p in benchmark.problems}
-                logps = probe_logprobs(model, tokenizer, probe_set, by_id, template, cfg.temperature)
-                # Rewritten rather than appended, so an evaluation repeated after a crash adds no duplicates.
-                kept = [r for r in read_jsonl(probes_file) if r["step"] != step]
-                atomic_write_jsonl(probes_file, kept + [{"step": step, "probe": i, "mean_logp": lp} for i, lp in enumerate(logps)])
-            summary = {f"eval/pass@{k}": v for k, v in metrics["pass_at_k"].items()}
-            summary["eval/avg@n"] = metrics["avg_at_n"]
-            print(f"eval step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in summary.items()))
+            benchmarks = [load_benchmark(spec, cfg.data_dir or None) for spec in split_specs(cfg.eval_benchmark)]
+            several = len(benchmarks) > 1
+            results = {b.name: self.evaluate_one(step, b, folder / b.name if several else folder, engine, tokenizer) for b in benchmarks}
+            self.track_probes(step, benchmarks[0], folder / benchmarks[0].name if several else folder, model, tokenizer)
+            mean_avg = float(np.mean([m["avg_at_n"] for m in results.values()]))
+            if several:
+                atomic_write_text(folder / "benchmarks.json", json.dumps({"benchmarks": list(results), "mean_avg_at_n": mean_avg}, indent=2))
+            for name, metrics in results.items():
+                summary = {f"pass@{k}": v for k, v in metrics["pass_at_k"].items()} | {"avg@n": metrics["avg_at_n"]}
+                print(f"eval step {step}{' ' + name if several else ''}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+            if cfg.keep_best:
+                self.keep_if_best(step, mean_avg, model, tokenizer)
         self.world.barrier()
+
+    def evaluate_one(self, step: int, benchmark, folder: Path, engine, tokenizer) -> dict:
+        from sps.evaluation.runner import EvalSettings, run_eval
+        from sps.grading.registry import get_grader
+
+        cfg = self.cfg
+        settings = EvalSettings(
+            model=f"{cfg.model}@step{step}",
+            benchmark=benchmark.source,
+            n=cfg.eval_n,
+            temperature=cfg.eval_temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_completion_length,
+            limit=cfg.eval_limit or None,
+            prompt_template=cfg.prompt_template or benchmark.template,
+            grader=cfg.grader or benchmark.grader,
+            seed=cfg.seed,
+        )
+        grader = get_grader(settings.grader)
+        try:
+            return run_eval(engine, tokenizer, benchmark, settings, folder, grader, cfg.generation_batch_size, show_progress=False)
+        finally:
+            grader.close()
+
+    def track_probes(self, step: int, benchmark, folder: Path, model, tokenizer) -> None:
+        """Select the probe set from the start model's samples (step 0), then log its likelihoods."""
+        from sps.analysis.probes import probe_logprobs, select_probes
+
+        cfg = self.cfg
+        probes_file = self.dir / "probes.jsonl"
+        if step == 0 and cfg.probe_problems:
+            probes = select_probes(read_jsonl(folder / "samples.jsonl"), cfg.probe_problems)
+            atomic_write_jsonl(self.dir / "probe_set.jsonl", probes)
+        probe_set = read_jsonl(self.dir / "probe_set.jsonl")
+        if probe_set:
+            by_id = {p.id: p for p in benchmark.problems}
+            template = cfg.prompt_template or benchmark.template
+            logps = probe_logprobs(model, tokenizer, probe_set, by_id, template, cfg.temperature)
+            # Rewritten rather than appended, so an evaluation repeated after a crash adds no duplicates.
+            kept = [r for r in read_jsonl(probes_file) if r["step"] != step]
+            atomic_write_jsonl(probes_file, kept + [{"step": step, "probe": i, "mean_logp": lp} for i, lp in enumerate(logps)])
+
+    def keep_if_best(self, step: int, avg_at_n: float, model, tokenizer) -> None:
+        """Save the policy to <run>/best/ (atomically, with best.json) when avg_at_n beats the kept one."""
+        from sps.io import atomic_dir
+
+        info_file = self.dir / "best" / "best.json"
+        if info_file.is_file() and json.loads(info_file.read_text())["avg_at_n"] >= avg_at_n:
+            return
+        with atomic_dir(self.dir / "best") as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "best.json").write_text(json.dumps({"step": step, "avg_at_n": avg_at_n, "eval_benchmark": self.cfg.eval_benchmark}))
+        print(f"best so far: step {step}, mean Avg@n {avg_at_n:.4f}, kept in {self.dir / 'best'}")
 
     def close(self) -> None:
         for writer in self.writers:

@@ -1,0 +1,137 @@
+"""Peak GPU memory of one training process, estimated from the model's shape alone.
+
+A first-order model, to be calibrated against measurement (bench/gpu_check.py prints both):
+
+  persistent  weights P*b, AdamW's two moments 2*P*b (kept in the parameters' dtype), a frozen
+              reference model P*b when beta > 0; each divided by the processes when sharded.
+  training    gradients P*b (sharded like the weights), the activations autograd keeps for one
+              micro-batch of m sequences of L tokens: per token and layer about 7h + 2kv + 4I
+              values (residual stream, norms, q/k/v, attention output, the SwiGLU MLP's four
+              I-wide tensors) with a fused attention kernel that stores no L x L scores, and the
+              completion logits m * T * V: the model-dtype logits plus three float32 tensors (the
+              cast, the temperature-scaled copy and the log-softmax that backward keeps).
+  rollouts    the HF engine's KV cache, B sequences * L tokens * layers * 2 * kv * b, and the
+              float32 next-token logits B * V * 4; vLLM instead reserves its share of the GPU.
+Peak = persistent + the larger of training and rollouts (the HF engine), or persistent + vLLM's
+share + training (vLLM stays resident). No gradient checkpointing: the trainer has none.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+GIB = 1024**3
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What memory depends on, read from a transformers config."""
+
+    params: int
+    hidden: int
+    intermediate: int
+    layers: int
+    kv_dim: int  # num_key_value_heads * head_dim
+    vocab: int
+    context: int  # max_position_embeddings
+
+
+def shape_of(config, params: int) -> ModelShape:
+    """A ModelShape from a transformers config (Llama/Qwen2 names) and a parameter count."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return ModelShape(
+        params=params,
+        hidden=config.hidden_size,
+        intermediate=config.intermediate_size,
+        layers=config.num_hidden_layers,
+        kv_dim=kv_heads * head_dim,
+        vocab=config.vocab_size,
+        context=config.max_position_embeddings,
+    )
+
+
+def count_parameters(config) -> int:
+    """Parameters of the model a config describes, counted on the meta device (no memory, no weights)."""
+    return _count_parameters(config.to_json_string())
+
+
+@functools.lru_cache(maxsize=8)
+def _count_parameters(config_json: str) -> int:
+    """Cached by the config's text: building a 7B model even on the meta device takes seconds."""
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings = json.loads(config_json)
+    config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a run is spread over processes (one GPU each)."""
+
+    processes: int = 1
+    shard_params: bool = False  # weights and gradients split over the processes (FSDP full shard)
+    shard_optimizer: bool = False  # AdamW state split over the processes (ZeRO-1/2, FSDP)
+
+
+def training_memory(
+    shape: ModelShape, dtype: str, micro_batch: int, prompt_tokens: int, completion_tokens: int,
+    layout: Layout = Layout(), reference: bool = False,
+) -> dict[str, float]:
+    """Bytes of each part of one process's training-time memory (see the module docstring)."""
+    b = DTYPE_BYTES[dtype]
+    p = layout.processes
+    weights = shape.params * b / (p if layout.shard_params else 1)
+    optimizer = 2 * shape.params * b / (p if layout.shard_params or layout.shard_optimizer else 1)
+    tokens = micro_batch * (prompt_tokens + completion_tokens)
+    per_token_layer = 7 * shape.hidden + 2 * shape.kv_dim + 4 * shape.intermediate
+    return {
+        "weights": weights,
+        "optimizer": optimizer,
+        "reference": weights if reference else 0.0,
+        "gradients": weights,
+        "activations": float(tokens * shape.layers * per_token_layer * b),
+        "logits": float(micro_batch * (completion_tokens + 1) * shape.vocab * (b + 12)),
+    }
+
+
+def rollout_memory(shape: ModelShape, dtype: str, sequences: int, prompt_tokens: int, completion_tokens: int) -> dict[str, float]:
+    """Bytes of the HF engine's sampling state for `sequences` sequences decoded together."""
+    b = DTYPE_BYTES[dtype]
+    return {
+        "kv_cache": float(sequences * (prompt_tokens + completion_tokens) * shape.layers * 2 * shape.kv_dim * b),
+        "sampling_logits": float(sequences * shape.vocab * 4),
+    }
+
+
+def peak_memory(train: dict[str, float], rollout: dict[str, float] | None, vllm_reserve: float = 0.0) -> float:
+    """Peak bytes per process: persistent + max(training, HF rollouts), or + vLLM's reserve + training."""
+    persistent = train["weights"] + train["optimizer"] + train["reference"]
+    training = train["gradients"] + train["activations"] + train["logits"]
+    sampling = sum(rollout.values()) if rollout else 0.0
+    return persistent + vllm_reserve + max(training, sampling)
+
+
+def parse_size(text: str) -> float:
+    """'80GB', '80 GiB', '141g', '80' (GiB) -> bytes. GB and GiB are both read as GiB, as GPUs are sold."""
+    cleaned = text.strip().lower().replace(" ", "")
+    for suffix in ("gib", "gb", "g"):
+        if cleaned.endswith(suffix):
+            cleaned = cleaned[: -len(suffix)]
+            break
+    try:
+        value = float(cleaned)
+    except ValueError:
+        raise ValueError(f"--gpu-memory {text!r} is not a size such as 80GB") from None
+    if value <= 0:
+        raise ValueError(f"--gpu-memory {text!r} must be positive")
+    return value * GIB

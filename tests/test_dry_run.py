@@ -112,9 +112,12 @@ def test_a_model_that_does_not_fit_is_reported(env, capsys):
     assert main(["train", "--config", str(recipe), "--dry-run", "--gpu-memory", "40GB", *recipe_overrides(recipe, env)]) == 0
     out = capsys.readouterr().out
     assert "does not fit the GPU's 40 GiB: lower micro_batch_size (now 2)" in out
-    # Sharding weights, gradients and optimizer state over 8 processes divides the persistent part by 8.
-    main(["train", "--config", str(recipe), "--dry-run", "--nproc", "8", "--shard", "full", "--gpu-memory", "80GB", *recipe_overrides(recipe, env)])
+    # FSDP over 8 processes (parallelism fsdp, the default) shards weights, gradients and optimizer
+    # state; ddp keeps all of them on every process.
+    main(["train", "--config", str(recipe), "--dry-run", "--nproc", "8", "--gpu-memory", "80GB", *recipe_overrides(recipe, env)])
     assert "memory: fits the GPU's 80 GiB" in capsys.readouterr().out
+    main(["train", "--config", str(recipe), "--dry-run", "--nproc", "8", "--gpu-memory", "80GB", "--parallelism", "ddp", *recipe_overrides(recipe, env)])
+    assert "does not fit the GPU's 80 GiB" in capsys.readouterr().out
 
 
 def test_eval_dry_run(env, capsys):

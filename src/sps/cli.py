@@ -164,10 +164,6 @@ def add_train(commands) -> None:
     p.add_argument("--config", default=None, help="YAML file with settings (see configs/); --key value pairs override it")
     add_dry_run_options(p)
     p.add_argument("--nproc", type=int, default=None, help="dry run: training processes (default: $WORLD_SIZE or 1)")
-    p.add_argument(
-        "--shard", default="none", choices=["none", "optimizer", "full"],
-        help="dry run: optimizer = AdamW state split over the processes; full = weights, gradients and state split (FSDP)",
-    )
     p.set_defaults(run=run_train_command)
 
 
@@ -183,7 +179,8 @@ def run_train_command(args) -> int:
         from sps.training.plan import exit_code, train_plan
 
         processes = args.nproc or int(os.environ.get("WORLD_SIZE", "1"))
-        layout = Layout(processes, shard_params=args.shard == "full", shard_optimizer=args.shard != "none")
+        sharded = cfg.parallelism == "fsdp" and processes > 1  # as sps.training.distributed.parallelize does
+        layout = Layout(processes, shard_params=sharded, shard_optimizer=sharded)
         plan = train_plan(cfg, layout, gpu_memory_bytes(args))
         print(plan.text())
         return exit_code(plan)

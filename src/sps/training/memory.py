@@ -99,6 +99,9 @@ def training_memory(
         "optimizer": optimizer,
         "reference": weights if reference else 0.0,
         "gradients": weights,
+        # Sharded runs gather the full weights on every process for sampling and scoring
+        # (sps.training.distributed.gather_full_weights); training holds only the shard.
+        "gathered_weights": shape.params * b - weights,
         "activations": float(tokens * shape.layers * per_token_layer * b),
         "logits": float(micro_batch * (completion_tokens + 1) * shape.vocab * (b + 12)),
     }
@@ -117,7 +120,7 @@ def peak_memory(train: dict[str, float], rollout: dict[str, float] | None, vllm_
     """Peak bytes per process: persistent + max(training, HF rollouts), or + vLLM's reserve + training."""
     persistent = train["weights"] + train["optimizer"] + train["reference"]
     training = train["gradients"] + train["activations"] + train["logits"]
-    sampling = sum(rollout.values()) if rollout else 0.0
+    sampling = (sum(rollout.values()) if rollout else 0.0) + train.get("gathered_weights", 0.0)
     return persistent + vllm_reserve + max(training, sampling)
 
 

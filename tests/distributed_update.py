@@ -23,7 +23,7 @@ def main(model_dir: str, batch_file: str, out_file: str) -> None:
     model, tokenizer = load_policy(model_dir, dtype="float32", device="cpu")
     batch = collate(prompts[mine], groups[mine], tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    part = rl_part(cfg, world, None, batch, rewards[mine])
+    part = rl_part(cfg, world, None, batch, rewards[mine], 0, 1, cfg.entropy_coef)
     run_update(cfg, world, model, optimizer, [part], cfg.steps_per_generation, cfg.num_iterations, seed=7)
     if world.is_main:
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out_file)

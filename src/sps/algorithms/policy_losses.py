@@ -136,7 +136,7 @@ class SurrogateInputs:
     mask: torch.Tensor  # (b, t) the tokens in the loss
     epsilon_low: float
     epsilon_high: float
-    entropy: torch.Tensor | None = None  # (b, t) when the loss needs_entropy
+    entropy: torch.Tensor | None = None  # (b, t) when the loss needs_topk (or an entropy bonus is on)
     topk_logp: torch.Tensor | None = None  # (b, t, K) when the loss needs_topk
     is_top1: torch.Tensor | None = None  # (b, t) when the loss needs_topk
     ref_logp: torch.Tensor | None = None  # (b, t) under the start model when the loss needs_reference
@@ -149,8 +149,7 @@ class PolicyLoss:
     run's `policy_loss` settings, and what its forward pass must provide."""
 
     loss: Callable[[SurrogateInputs, Any], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-    needs_entropy: bool = False
-    needs_topk: bool = False
+    needs_topk: bool = False  # the top-K candidates, is_top1 and the (detached) entropy
     needs_reference: bool = False
     every_row: bool = False  # non-zero on rows with zero advantage, so those rows need their forward pass
 
@@ -168,7 +167,6 @@ POLICY_LOSSES: dict[str, PolicyLoss] = {
             x.logp, x.old_logp, x.topk_logp, x.is_top1, x.entropy, x.advantages, x.scores, x.mask,
             x.epsilon_low, x.epsilon_high, p.simko_alpha, p.simko_entropy_quantile,
         ),
-        needs_entropy=True,
         needs_topk=True,
     ),
     "clip_cov": PolicyLoss(

@@ -150,7 +150,8 @@ class RunFiles:
         current = dataclasses.asdict(self.cfg)
         if saved_file.exists():
             saved = yaml.safe_load(saved_file.read_text())
-            differ = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+            defaults = dataclasses.asdict(type(self.cfg)())  # a key added since the run began counts as its default
+            differ = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k]]
             if differ:
                 raise ValueError(
                     f"{self.dir} holds a run with other settings ({', '.join(differ)} differ); "

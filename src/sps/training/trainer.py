@@ -296,8 +296,7 @@ def rl_part(
 
     names = ("clip_ratio/low", "clip_ratio/high", "clip_ratio/region") + (("kl",) if reference is not None else ())
     top_k = cfg.policy_loss.simko_top_k if policy_loss.needs_topk else 0
-    needs_entropy = bool(entropy_coef) or policy_loss.needs_entropy
-    return LossPart(batch, token_weights, token_loss, needs_entropy=needs_entropy, top_k=top_k, stat_names=names)
+    return LossPart(batch, token_weights, token_loss, needs_entropy=bool(entropy_coef), top_k=top_k, stat_names=names)
 
 
 def with_replay(batch, prompt_ids, problem_ids, groups, buffer: DemoBuffer, step: int, score, pad_id: int):

@@ -276,7 +276,7 @@ RUNS = {
     "simko": {"loss_mode": "simko"},
     "clip_cov": {"loss_mode": "clip_cov", "epsilon": 1.0},
     "kl_cov": {"loss_mode": "kl_cov", "num_iterations": 2},
-    "dph+adaptive_entropy": {"loss_mode": "dph", "adaptive_entropy": {"enabled": True, "target": 10.0, "delta": 0.01}},
+    "dph+adaptive_entropy": {"loss_mode": "dph", "adaptive_entropy": {"enabled": True, "target": 10.0, "delta": 0.01, "coef_max": 1.0}},
 }
 
 

@@ -299,3 +299,6 @@ def test_each_family_trains_the_testbed(name, tiny_testbed, tmp_path):
         assert [r["entropy_control/coef"] for r in log] == pytest.approx([0.0, 0.01])
         state = torch.load(run_dir / "checkpoints" / "step_000002" / "trainer_state.pt", weights_only=False)
         assert state["entropy_control"]["coef"] == pytest.approx(0.02)
+        train(replace(cfg, max_steps=3, save_every=3), show_progress=False)  # resumed: continues, not from 0
+        log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert log[-1]["entropy_control/coef"] == pytest.approx(0.02)

@@ -58,7 +58,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 STEP_FRACTION = {"grpo-short": 2 / 3, "grpo-half": 1 / 2}
 REGIMES = {"fixed": ["--prompt_mode", "fixed", "--train_size", "512"], "stream": ["--prompt_mode", "stream"]}
-TEST_EVAL = ["--benchmark", "countdown-test", "--n", "64", "--temperature", "1.0", "--max-new-tokens", "48", "--batch-size", "1024"]
+
+
+def held_out_eval(benchmark: str, n: int = 64, limit: int = 0) -> list[str]:
+    """`sps eval` arguments of the fixed evaluation: n samples per problem at temperature 1 (limit 0: all problems)."""
+    extra = ["--limit", str(limit)] if limit else []
+    return ["--benchmark", benchmark, "--n", str(n), "--temperature", "1.0", "--max-new-tokens", "48", "--batch-size", "1024", *extra]
+
+
+TEST_EVAL = held_out_eval("countdown-test")
 
 
 def run_folder(regime: str, variant: str, seed: int) -> Path:
@@ -71,18 +79,26 @@ def run_job(regime: str, variant: str, seed: int, steps: int) -> str:
     if (folder / "test" / "metrics.json").is_file():
         return f"{regime}/{variant}/seed{seed}: done before"
     config, overrides = VARIANTS[variant]
-    steps = round(steps * STEP_FRACTION.get(variant, 1.0))
     start = time.monotonic()
-    folder.mkdir(parents=True, exist_ok=True)
-    train = [sys.executable, "-m", "sps.cli", "train", "--config", str(REPO / f"configs/testbed/{config}.yaml"),
-             *REGIMES[regime], *overrides, "--seed", str(seed), "--max_steps", str(steps), "--eval_every", "-1",
-             "--save_every", str(steps), "--keep_checkpoints", "1", "--threads", "1", "--output_dir", str(folder)]
-    last = folder / "checkpoints" / f"step_{steps:06d}"
-    evaluate = [sys.executable, "-m", "sps.cli", "eval", "--model", str(last), *TEST_EVAL, "--out", str(folder / "test")]
-    with open(folder / "log.txt", "a") as log:
-        for command in (train, evaluate):
-            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    steps = round(steps * STEP_FRACTION.get(variant, 1.0))
+    train_and_evaluate(folder, config, [*REGIMES[regime], *overrides], seed, steps, {"test": TEST_EVAL})
     return f"{regime}/{variant}/seed{seed}: {(time.monotonic() - start) / 60:.1f} min"
+
+
+def train_and_evaluate(folder: Path, config: str, overrides: list[str], seed: int, steps: int, evaluations: dict[str, list[str]]) -> None:
+    """Train one run from configs/testbed/<config>.yaml (resuming; skipped once its last checkpoint
+    exists), then evaluate that checkpoint into folder/<name> for every evaluation not done yet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    last = folder / "checkpoints" / f"step_{steps:06d}"
+    train = [sys.executable, "-m", "sps.cli", "train", "--config", str(REPO / f"configs/testbed/{config}.yaml"),
+             *overrides, "--seed", str(seed), "--max_steps", str(steps), "--eval_every", "-1",
+             "--save_every", str(steps), "--keep_checkpoints", "1", "--threads", "1", "--output_dir", str(folder)]
+    commands = [] if last.is_dir() else [train]
+    commands += [[sys.executable, "-m", "sps.cli", "eval", "--model", str(last), *args, "--out", str(folder / name)]
+                 for name, args in evaluations.items() if not (folder / name / "metrics.json").is_file()]
+    with open(folder / "log.txt", "a") as log:
+        for command in commands:
+            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def summarise(regimes: list[str], seeds: list[int]) -> dict:
@@ -96,27 +112,28 @@ def summarise(regimes: list[str], seeds: list[int]) -> dict:
                 folder = run_folder(regime, variant, seed)
                 if not (folder / "test" / "metrics.json").is_file():
                     continue
-                test = json.loads((folder / "test" / "metrics.json").read_text())
-                log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-                tail = log[-10:]
-                per_seed.append(
-                    {
-                        "seed": seed,
-                        "pass@1": test["pass_at_k"]["1"],
-                        "pass@8": test["pass_at_k"]["8"],
-                        "pass@64": test["pass_at_k"]["64"],
-                        "distinct": test["distinct_correct_per_solved"],
-                        "answers": test["distinct_answers_per_solved"],
-                        "top1": test["top1_share"],
-                        "train_reward": mean([r["reward"] for r in tail]),
-                        "train_entropy": mean([r.get("entropy", math.nan) for r in tail]),
-                        "s_per_step": mean([r["time/step"] for r in log]),
-                        "curve": {int(k): v for k, v in test["pass_at_k"].items()},
-                    }
-                )
+                per_seed.append({"seed": seed, **run_metrics(folder, "test")})
             if per_seed:
                 summary.setdefault(regime, {})[variant] = per_seed
     return summary
+
+
+def held_out_metrics(folder: Path) -> dict:
+    """An evaluation folder's Pass@1/8/64 (n >= 64), distinct correct and answers per solved
+    problem, top-1 share and Pass@k curve."""
+    m = json.loads((folder / "metrics.json").read_text())
+    return {"pass@1": m["pass_at_k"]["1"], "pass@8": m["pass_at_k"]["8"], "pass@64": m["pass_at_k"]["64"],
+            "distinct": m["distinct_correct_per_solved"], "answers": m["distinct_answers_per_solved"], "top1": m["top1_share"],
+            "curve": {int(k): v for k, v in m["pass_at_k"].items()}}
+
+
+def run_metrics(folder: Path, evaluation: str) -> dict:
+    """held_out_metrics of a run's evaluation, with the training log's last-10-step reward and
+    entropy and its mean seconds per step."""
+    log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    tail = log[-10:]
+    return {**held_out_metrics(folder / evaluation), "train_reward": mean([r["reward"] for r in tail]),
+            "train_entropy": mean([r.get("entropy", math.nan) for r in tail]), "s_per_step": mean([r["time/step"] for r in log])}
 
 
 def plot(summary: dict, base: dict | None, regime: str, highlight: dict[str, str], path: Path) -> None:
@@ -181,24 +198,18 @@ def table(summary: dict, base: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def base_metrics() -> dict | None:
-    folder = RUNS / "base" / "test"
-    if not (folder / "metrics.json").is_file():
-        return None
-    m = json.loads((folder / "metrics.json").read_text())
-    return {"pass@1": m["pass_at_k"]["1"], "pass@8": m["pass_at_k"]["8"], "pass@64": m["pass_at_k"]["64"],
-            "distinct": m["distinct_correct_per_solved"], "answers": m["distinct_answers_per_solved"], "top1": m["top1_share"],
-            "curve": {int(k): v for k, v in m["pass_at_k"].items()}}
+def base_metrics(folder: Path = RUNS / "base" / "test") -> dict | None:
+    return held_out_metrics(folder) if (folder / "metrics.json").is_file() else None
 
 
-def evaluate_base() -> None:
+def evaluate_base(folder: Path = RUNS / "base" / "test", evaluation: list[str] = TEST_EVAL, model: str = "") -> None:
+    """Evaluate the start model (the default testbed unless `model` is given) unless done before."""
     from sps.models.testbed import TestbedConfig, build_testbed
 
-    folder = RUNS / "base" / "test"
     if (folder / "metrics.json").is_file():
         return
-    model = build_testbed(TestbedConfig())
-    subprocess.run([sys.executable, "-m", "sps.cli", "eval", "--model", str(model), *TEST_EVAL, "--out", str(folder)], check=True)
+    model = model or str(build_testbed(TestbedConfig()))
+    subprocess.run([sys.executable, "-m", "sps.cli", "eval", "--model", model, *evaluation, "--out", str(folder)], check=True)
 
 
 def main() -> None:

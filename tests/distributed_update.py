@@ -47,7 +47,7 @@ def update(model_dir, world, saved, sharding) -> dict:
         model = parallelize(model, *sharding)
     optimizer = RecordingAdamW(model, cfg.learning_rate)
     batch = collate(prompts[mine], groups[mine], tokenizer.pad_token_id)
-    run_update(cfg, world, model, optimizer, [rl_part(cfg, world, None, batch, rewards[mine])], 3, 1, seed=7)
+    run_update(cfg, world, model, optimizer, [rl_part(cfg, world, None, batch, rewards[mine], 0, 1, cfg.entropy_coef)], 3, 1, seed=7)
     return {"grads": optimizer.first_grads, "params": full_state_dict(model)}
 
 

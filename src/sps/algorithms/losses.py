@@ -26,6 +26,19 @@ def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
     return -(logp.exp() * logp).sum(-1)
 
 
+def token_logprobs_topk(
+    logits: torch.Tensor, tokens: torch.Tensor, k: int, temperature: float = 1.0, entropy_grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """token_logprobs plus what SimKO needs, from one log-softmax: logits (B, T, V), tokens (B, T) ->
+    (logps (B, T), the policy's own top-k log-probs (B, T, k) with gradients, whether the token is
+    the top-1 (B, T) bool, entropy (B, T), with gradients only when entropy_grad)."""
+    logp = (logits.float() / temperature).log_softmax(-1)
+    top = logp.topk(k, dim=-1)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = -(logp.exp() * logp).sum(-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), top.values, top.indices[..., 0] == tokens, entropy
+
+
 def clipped_surrogate(
     logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, epsilon_low: float, epsilon_high: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -35,13 +48,18 @@ def clipped_surrogate(
     where low_clipped marks tokens whose ratio fell below 1 - eps_low with A < 0 and high_clipped those
     above 1 + eps_high with A > 0: exactly the tokens that the clip cuts off from the gradient.
     """
-    ratio = torch.exp(logp - old_logp)
-    adv = advantages.unsqueeze(-1)
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * adv
+    return clipped_ratio_loss(torch.exp(logp - old_logp), advantages.unsqueeze(-1), epsilon_low, epsilon_high)
+
+
+def clipped_ratio_loss(
+    ratio: torch.Tensor, advantages: torch.Tensor, epsilon_low: float, epsilon_high: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """clipped_surrogate given the ratio: ratio (B, T), advantages (B, 1) or per token (B, T)."""
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * advantages
     loss = -torch.minimum(unclipped, clipped)
-    low_clipped = (ratio < 1 - epsilon_low) & (adv < 0)
-    high_clipped = (ratio > 1 + epsilon_high) & (adv > 0)
+    low_clipped = (ratio < 1 - epsilon_low) & (advantages < 0)
+    high_clipped = (ratio > 1 + epsilon_high) & (advantages > 0)
     return loss, low_clipped, high_clipped
 
 

@@ -81,6 +81,16 @@ def collate_rows(prompts: list[list[int]], completions: list[Completion], pad_id
     )
 
 
+@dataclass
+class PolicyForward:
+    """What one training forward pass gives the loss. B rows, T completion tokens, K candidates."""
+
+    logps: torch.Tensor  # (B, T) with gradients; padding positions hold garbage, mask them
+    entropy: torch.Tensor | None = None  # (B, T)
+    topk_logps: torch.Tensor | None = None  # (B, T, K) the policy's own K most likely tokens, with gradients
+    is_top1: torch.Tensor | None = None  # (B, T) bool: the sampled token is the most likely one
+
+
 def policy_logprobs(
     model, batch: RolloutBatch, temperature: float, with_entropy: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -88,7 +98,15 @@ def policy_logprobs(
 
     Returns (logps (B, T), entropies (B, T) or None); padding positions hold garbage, mask them.
     """
-    from sps.algorithms.losses import token_entropy, token_logprobs
+    forward = policy_forward(model, batch, temperature, with_entropy)
+    return forward.logps, forward.entropy
+
+
+def policy_forward(model, batch: RolloutBatch, temperature: float, with_entropy: bool = False, top_k: int = 0) -> PolicyForward:
+    """The policy's log-probs of the batch's completion tokens (see PolicyForward); entropy with
+    gradients when with_entropy; top_k > 0 adds the top-k candidates' log-probs and the entropy
+    (without gradients unless with_entropy), gathered from the same log-softmax."""
+    from sps.algorithms.losses import token_entropy, token_logprobs, token_logprobs_topk
 
     device = next(model.parameters()).device
     mask = batch.attention_mask.to(device)
@@ -98,6 +116,9 @@ def policy_logprobs(
         input_ids=batch.input_ids.to(device), attention_mask=mask, position_ids=positions, logits_to_keep=width + 1
     )
     logits = out.logits[:, :-1]  # the logits at column j predict the token at column j + 1
-    logps = token_logprobs(logits, batch.completion_ids.to(device), temperature)
-    entropy = token_entropy(logits, temperature) if with_entropy else None
-    return logps, entropy
+    tokens = batch.completion_ids.to(device)
+    if top_k:
+        logps, topk_logps, is_top1, entropy = token_logprobs_topk(logits, tokens, top_k, temperature, with_entropy)
+        return PolicyForward(logps, entropy, topk_logps, is_top1)
+    logps = token_logprobs(logits, tokens, temperature)
+    return PolicyForward(logps, token_entropy(logits, temperature) if with_entropy else None)

@@ -36,6 +36,45 @@ class SPSConfig:
 
 
 @dataclass
+class AdvantageConfig:
+    """Parameters of the advantage estimators and of the reward shaping (docs/baselines.md)."""
+
+    k: int = option(4, "passk, pkpo: the k of the Pass@k objective, 1 <= k <= num_generations (Pass@k Training sweeps 4/8/16 at G = 32; PKPO 1/2/4/8 at G = 16)")
+    k_final: int = option(1, "passk, pkpo: k from k_switch_step on (PKPO anneals k 8 -> 1)")
+    k_switch_step: int = option(0, "passk, pkpo: the step from which k_final replaces k (0 = never; PKPO switches at step 1500)")
+    positive_weight: float = option(0.1, "w_reinforce: lambda, the advantage of a correct rollout (a wrong one gets -1; 0 = NSR)")
+    focal_gamma: float = option(0.0, "F-GRPO on top of any estimator: multiply a prompt's advantages by (1 - its success rate)^gamma (0 = off; the authors mostly use 0.5)")
+    rank_penalty: float = option(0.0, "unlikeliness reward: a correct rollout's reward becomes 1 - rank_penalty * rank / G, rank 0 = least likely in its group (0 = off; the authors use 0.25)")
+    rank_mixed_groups_only: bool = option(True, "unlikeliness reward: shape only groups with both correct and wrong rollouts (the authors' filter)")
+
+
+@dataclass
+class PolicyLossConfig:
+    """Parameters of the policy losses chosen by loss_mode (docs/baselines.md; verl's names)."""
+
+    simko_top_k: int = option(3, "simko: K, candidate tokens that share the push at high-entropy tokens")
+    simko_entropy_quantile: float = option(0.8, "simko: tau, tokens above this per-completion entropy quantile are 'high-entropy'")
+    simko_alpha: float = option(0.01, "simko: alpha (mix_topk_coef), the share of a correct token's push moved to its top-K candidates")
+    clip_cov_ratio: float = option(2e-4, "clip_cov: fraction of tokens whose gradient is cut (at least 1 per micro-batch)")
+    clip_cov_lb: float = option(1.0, "clip_cov: lower bound of the covariance band the cut tokens are drawn from")
+    clip_cov_ub: float = option(5.0, "clip_cov: upper bound of that band")
+    kl_cov_ratio: float = option(2e-3, "kl_cov: fraction of tokens (largest covariance) that get the KL penalty (authors' 7B runs 0.2% = 2e-3; verl's default 2e-4)")
+    ppo_kl_coef: float = option(1.0, "kl_cov: coefficient of |log pi - log pi_old| on those tokens")
+    dph_coef: float = option(0.01, "dph: coefficient of the forward KL (k3) to the start model on correct rollouts")
+
+
+@dataclass
+class AdaptiveEntropyConfig:
+    """Skywork-OR1's adaptive entropy coefficient (TRL's use_adaptive_entropy); starts from entropy_coef."""
+
+    enabled: bool = option(False, "steer the entropy bonus's coefficient to keep the sampled-token entropy near target")
+    target: float = option(0.2, "target entropy (nats per token, -mean log-prob of the sampled tokens)")
+    delta: float = option(1e-4, "change of the coefficient per step (TRL's default 0.005)")
+    coef_min: float = option(0.0, "lowest coefficient")
+    coef_max: float = option(5e-3, "highest coefficient (TRL's default 1.0)")
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run depends on. `sps train --help` lists these with their defaults."""
 
@@ -66,13 +105,14 @@ class TrainConfig:
     adam_beta2: float = option(0.99, "AdamW beta2")
     warmup_steps: int = option(0, "linear learning-rate warm-up steps (then constant)")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
-    advantage_estimator: str = option("grpo", "grpo: group mean baseline | rloo: leave-one-out baseline")
+    advantage_estimator: str = option("grpo", "grpo: group mean baseline | rloo: leave-one-out baseline | passk: Pass@k Training's analytical advantage | pkpo: PKPO's s^(loo-1) | grpo_passk: best-of-group (Tang et al.) | w_reinforce: +lambda / -1 (advantage.*; docs/baselines.md)")
     scale_rewards: str = option("group", "divide advantages by the std of the group | batch | none (Dr. GRPO)")
     loss_type: str = option("dapo", "aggregation: dapo (token mean) | grpo (sequence mean of token means) | dr_grpo (token sum / constant)")
     epsilon: float = option(0.2, "lower clip range of the ratio")
     epsilon_high: float = option(0.0, "upper clip range (0 = same as epsilon; DAPO's clip-higher uses 0.28)")
     beta: float = option(0.0, "KL(pi || reference) coefficient, k3 estimator; 0 loads no reference model")
-    entropy_coef: float = option(0.0, "entropy bonus coefficient")
+    entropy_coef: float = option(0.0, "entropy bonus coefficient (the starting one under adaptive_entropy)")
+    loss_mode: str = option("vanilla", "policy loss: vanilla (PPO clip) | simko | clip_cov | kl_cov | dph (policy_loss.*; docs/baselines.md)")
     num_iterations: int = option(1, "PPO epochs over each batch of rollouts")
     steps_per_generation: int = option(2, "minibatches (one optimizer step each) per epoch over a batch of rollouts")
     micro_batch_size: int = option(0, "sequences per forward/backward (0 = a whole minibatch); lower it to save memory")
@@ -107,4 +147,7 @@ class TrainConfig:
     gradient_checkpointing: bool = option(False, "recompute each layer's activations in backward instead of storing them (less memory, about a third more compute)")
     cpu_offload: bool = option(False, "keep the sharded weights, gradients and optimizer state in CPU memory; the optimizer step runs on the CPU (FSDP2; needs torchrun)")
 
+    advantage: AdvantageConfig = section(AdvantageConfig, "advantage estimators and reward shaping (advantage_estimator)")
+    policy_loss: PolicyLossConfig = section(PolicyLossConfig, "policy losses (loss_mode)")
+    adaptive_entropy: AdaptiveEntropyConfig = section(AdaptiveEntropyConfig, "adaptive entropy bonus")
     sps: SPSConfig = section(SPSConfig, "the IRL phase (algorithm: sps)")

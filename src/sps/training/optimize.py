@@ -3,8 +3,10 @@
 A loss is given as one or more `LossPart`s, each a batch of sequences with two functions:
   token_weights(rows) -> (b, T) weights that turn per-token losses into the minibatch loss
                          (all-zero for a row that cannot contribute, which then skips its forward);
-  token_loss(logps, entropy, rows) -> ((b, t) per-token loss, {name: (b, t) statistic to average}),
-                         where t <= T is the width of logps (a micro-batch's padding is cut).
+  token_loss(forward, rows) -> ((b, t) per-token loss, {name: (b, t) statistic to average}),
+                         where forward is the rows' PolicyForward (its logps (b, t), and the
+                         entropy / top-k candidates when the part asks for them) and t <= T
+                         (a micro-batch's padding is cut).
 The RL step is one part, the IRL step another, and SPS's joint schedule passes both, so their
 gradients add up before each optimizer step. Minibatches are drawn from a permutation of the
 *global* batch and each process takes its own rows of each, so a run on several processes takes
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sps.training.batch import RolloutBatch, policy_logprobs
+from sps.training.batch import PolicyForward, RolloutBatch, policy_forward, policy_logprobs
 from sps.training.distributed import World, gather_full_weights, shard_for_training
 
 # Rows per forward/backward when micro_batch_size is 0 (measured on the testbed, see bench/).
@@ -31,8 +33,9 @@ MICRO_BATCH_ROWS = 64
 class LossPart:
     batch: RolloutBatch
     token_weights: Callable[[torch.Tensor], torch.Tensor]
-    token_loss: Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+    token_loss: Callable[[PolicyForward, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
     needs_entropy: bool = False
+    top_k: int = 0  # candidates per token the loss needs (SimKO)
     stat_names: tuple[str, ...] = ()  # reported (as 0) even when no row needed a forward pass
 
 
@@ -92,8 +95,8 @@ def optimize(
                     micro = rows[start : start + size]
                     sub = part.batch.rows(micro)  # its padding is cut to its own longest completion
                     width = sub.completion_ids.shape[1]
-                    logps, entropy = policy_logprobs(model, sub, temperature, part.needs_entropy)
-                    per_token, stats = part.token_loss(logps, entropy, micro)
+                    forward = policy_forward(model, sub, temperature, part.needs_entropy, part.top_k)
+                    per_token, stats = part.token_loss(forward, micro)
                     loss = (weights[start : start + size, :width].to(device) * per_token).sum()
                     loss.backward()
                     loss_sum += loss.detach()

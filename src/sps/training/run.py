@@ -22,6 +22,7 @@ import yaml
 
 from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS, SCALINGS, zero_std_fraction
 from sps.algorithms.losses import AGGREGATIONS
+from sps.algorithms.policy_losses import POLICY_LOSSES
 from sps.evaluation.metrics import solved_diversity
 from sps.io import append_jsonl, atomic_write_jsonl, atomic_write_text, read_jsonl, read_jsonl_repairing
 from sps.progress import progress_bar
@@ -41,6 +42,7 @@ RESUMABLE_CHANGES = (
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ValueError naming the first inconsistent setting, before any work starts."""
+    a = cfg.advantage
     checks = [
         (bool(cfg.model), "model is required (a folder, hub id, smollm2-135m-instruct or testbed)"),
         (cfg.algorithm in ("grpo", "sps"), "algorithm must be grpo or sps"),
@@ -48,6 +50,13 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.scale_rewards in SCALINGS, f"scale_rewards must be one of {', '.join(SCALINGS)}"),
         (cfg.advantage_estimator in ADVANTAGE_ESTIMATORS, f"advantage_estimator must be one of {', '.join(ADVANTAGE_ESTIMATORS)}"),
         (cfg.prompt_mode in MODES, f"prompt_mode must be one of {', '.join(MODES)}"),
+        (cfg.loss_mode in POLICY_LOSSES, f"loss_mode must be one of {', '.join(POLICY_LOSSES)}"),
+        (cfg.advantage_estimator not in ("passk", "pkpo") or min(a.k, a.k_final) >= 1 and max(a.k, a.k_final) <= cfg.num_generations,
+         f"advantage.k and advantage.k_final must be between 1 and num_generations (got k = {a.k}, k_final = {a.k_final}, G = {cfg.num_generations})"),
+        (cfg.advantage_estimator != "grpo_passk" or cfg.scale_rewards in ("group", "none"), "grpo_passk takes scale_rewards group (divide by the std) or none"),
+        (min(a.focal_gamma, a.rank_penalty, a.positive_weight) >= 0, "advantage.focal_gamma, rank_penalty and positive_weight must be >= 0"),
+        (cfg.policy_loss.simko_top_k >= 1 and 0 <= cfg.policy_loss.simko_entropy_quantile <= 1, "policy_loss.simko_top_k must be >= 1 and simko_entropy_quantile in [0, 1]"),
+        (cfg.adaptive_entropy.delta >= 0 and cfg.adaptive_entropy.coef_min <= cfg.adaptive_entropy.coef_max, "adaptive_entropy.delta must be >= 0 and coef_min <= coef_max"),
         (cfg.num_generations >= 2, "num_generations must be >= 2 (advantages compare completions of a prompt)"),
         (cfg.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
         (cfg.max_completion_length >= 1, "max_completion_length must be >= 1"),
@@ -155,7 +164,8 @@ class RunFiles:
         current = dataclasses.asdict(self.cfg)
         if saved_file.exists():
             saved = yaml.safe_load(saved_file.read_text())
-            differ = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+            defaults = dataclasses.asdict(type(self.cfg)())  # a key added since the run began counts as its default
+            differ = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k]]
             if differ:
                 raise ValueError(
                     f"{self.dir} holds a run with other settings ({', '.join(differ)} differ); "

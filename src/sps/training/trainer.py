@@ -16,13 +16,21 @@ from pathlib import Path
 
 import torch
 
-from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS
+from sps.algorithms.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageParams,
+    focal_weights,
+    scheduled_k,
+    unlikeliness_rewards,
+)
+from sps.algorithms.entropy_control import EntropyController
 from sps.algorithms.irl import irl_token_loss, irl_token_weights
-from sps.algorithms.losses import clipped_surrogate, kl_k3, loss_weights
+from sps.algorithms.losses import kl_k3, loss_weights
+from sps.algorithms.policy_losses import POLICY_LOSSES, SurrogateInputs
 from sps.evaluation.runner import stable_seed
 from sps.rollout.base import Completion, SamplingParams
 from sps.tasks.templates import encode_prompt
-from sps.training.batch import RolloutBatch, collate, collate_rows, policy_logprobs
+from sps.training.batch import PolicyForward, RolloutBatch, collate, collate_rows, policy_logprobs
 from sps.training.checkpoint import (
     latest_checkpoint,
     load_optimizer_state,
@@ -61,7 +69,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     start_model = run.start_model()
     model, tokenizer = load_policy(str(checkpoint[1]) if checkpoint else start_model, cfg.dtype, device)
     model = parallelize(model, cfg.parallelism, cfg.mixed_precision, cfg.cpu_offload, cfg.gradient_checkpointing)
-    reference = load_policy(start_model, cfg.dtype, device)[0].requires_grad_(False) if cfg.beta else None
+    needs_reference = cfg.beta or POLICY_LOSSES[cfg.loss_mode].needs_reference
+    reference = load_policy(start_model, cfg.dtype, device)[0].requires_grad_(False) if needs_reference else None
     train_data = load_benchmark(cfg.train_data, cfg.data_dir or None)
     run.note_skipped(train_data)
     template = cfg.prompt_template or train_data.template
@@ -77,6 +86,11 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)))
     needs_buffer = (cfg.algorithm == "sps" and cfg.sps.demo_source == "buffer") or cfg.replay_buffer
     buffer = DemoBuffer(cfg.sps.buffer_window, cfg.sps.buffer_size) if needs_buffer else None
+    adaptive = cfg.adaptive_entropy
+    entropy_control = (
+        EntropyController(cfg.entropy_coef, adaptive.target, adaptive.delta, adaptive.coef_min, adaptive.coef_max)
+        if adaptive.enabled else EntropyController.fixed(cfg.entropy_coef)
+    )
     nonfinite_streak = 0
     if checkpoint:
         state = load_trainer_state(checkpoint[1])
@@ -86,6 +100,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         nonfinite_streak = state["nonfinite_streak"]
         if buffer is not None:
             buffer.load_state_dict(state["buffer"])
+        if state.get("entropy_control"):
+            entropy_control.load_state_dict(state["entropy_control"])
     gather_full_weights(model)  # sampling and evaluation run on full weights (see distributed.py)
 
     if step == 0:
@@ -96,7 +112,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                 step += 1
                 metrics = training_step(
                     cfg, world, step, model, tokenizer, reference, engine, grader, prompts, template,
-                    sampling, optimizer, buffer,
+                    sampling, optimizer, buffer, entropy_control,
                 )
                 scheduler.step()
                 metrics["learning_rate"] = scheduler.get_last_lr()[0]
@@ -117,6 +133,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                         "prompts": prompts.state_dict(),
                         "nonfinite_streak": nonfinite_streak,
                         "buffer": buffer.state_dict() if buffer is not None else None,
+                        "entropy_control": entropy_control.state_dict(),
                         "config": asdict(cfg),
                     }
                     save_checkpoint(run.dir, step, model, optimizer, tokenizer, state, cfg.keep_checkpoints, world)
@@ -131,7 +148,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
 
 def training_step(
     cfg: TrainConfig, world: World, step: int, model, tokenizer, reference, engine, grader, prompts, template,
-    sampling: SamplingParams, optimizer, buffer: DemoBuffer | None,
+    sampling: SamplingParams, optimizer, buffer: DemoBuffer | None, entropy_control: EntropyController,
 ) -> dict[str, float]:
     """Sample, grade and update once; returns the step's metrics."""
     start = time.monotonic()
@@ -153,6 +170,9 @@ def training_step(
             batch.old_logps = policy_logprobs(model, batch, cfg.temperature)[0].cpu() * batch.completion_mask
     rewards = torch.tensor([float(g.correct) for g in grades]).view(len(problems), cfg.num_generations)
     metrics = rollout_metrics(world, batch, rewards, grades, cfg.num_generations)
+    # The adaptive entropy bonus steers -mean log-prob of the sampled tokens (Skywork-OR1's measure).
+    sampled_entropy = -float(world.sum((batch.old_logps * batch.completion_mask).sum())) / max(float(world.sum(batch.completion_mask.sum())), 1.0)
+    entropy_coef = entropy_control.bonus()
 
     phase = step_phase(cfg.sps, step, metrics) if cfg.algorithm == "sps" else "rl"
     correct = rewards.bool().tolist()
@@ -179,7 +199,7 @@ def training_step(
 
     parts = []
     if phase in ("rl", "rl+irl", "joint"):
-        parts.append(rl_part(cfg, world, reference, batch, rewards, replayed))
+        parts.append(rl_part(cfg, world, reference, batch, rewards, replayed, step, entropy_coef))
     if phase in ("irl", "joint") and demos is not None:
         # Under joint the IRL rows are split over the RL minibatches: scale them to a full share each.
         scale = cfg.sps.joint_coef * cfg.steps_per_generation if phase == "joint" else 1.0
@@ -204,6 +224,8 @@ def training_step(
 
     metrics.update(update)
     metrics["phase"] = phase
+    metrics["entropy_control/coef"], metrics["entropy_control/sampled_entropy"] = entropy_coef, sampled_entropy
+    entropy_control.update(sampled_entropy)
     if demos is not None:
         metrics.update(demos.stats)
     if buffer is not None:
@@ -224,26 +246,37 @@ def training_step(
     return metrics
 
 
-def rl_part(cfg: TrainConfig, world: World, reference, batch: RolloutBatch, rewards: torch.Tensor, replayed: int = 0) -> LossPart:
+def rl_part(
+    cfg: TrainConfig, world: World, reference, batch: RolloutBatch, rewards: torch.Tensor, replayed: int, step: int, entropy_coef: float
+) -> LossPart:
     """The GRPO-family loss on this step's rollouts (plus `replayed` buffer rows at the end of
-    the batch, with advantage replay_advantage)."""
+    the batch, with advantage replay_advantage): loss_mode's policy loss on advantage_estimator's
+    advantages of the (shaped) rewards, plus beta * KL and minus entropy_coef * entropy."""
     all_rewards = torch.cat(world.gather(rewards))  # advantages see the whole global batch
-    advantages = ADVANTAGE_ESTIMATORS[cfg.advantage_estimator](all_rewards, cfg.scale_rewards).flatten()
     rows = rewards.numel()
-    advantages = advantages[world.rank * rows : (world.rank + 1) * rows]
+    mean_logps = batch.old_logps[:rows].sum(-1) / batch.completion_mask[:rows].sum(-1).clamp(min=1)
+    all_mean_logps = torch.cat(world.gather(mean_logps.view_as(rewards)))
+    a = cfg.advantage
+    shaped = unlikeliness_rewards(all_rewards, all_mean_logps, a.rank_penalty, a.rank_mixed_groups_only)
+    params = AdvantageParams(cfg.scale_rewards, scheduled_k(a.k, a.k_final, a.k_switch_step, step), a.positive_weight)
+    advantages = ADVANTAGE_ESTIMATORS[cfg.advantage_estimator](shaped, params) * focal_weights(all_rewards, a.focal_gamma)
+    advantages = advantages.flatten()[world.rank * rows : (world.rank + 1) * rows]
     advantages = torch.cat([advantages, torch.full((replayed,), cfg.replay_advantage)])
+    scores = torch.cat([rewards.flatten(), torch.ones(replayed)])  # replayed rows are correct trajectories
     mask = batch.completion_mask.clone()
     if cfg.mask_truncated_completions:
         mask[batch.truncated] = 0
     if cfg.drop_zero_variance_groups:
         mask[:rows][(rewards.max(1).values == rewards.min(1).values).repeat_interleave(cfg.num_generations)] = 0
+    policy_loss = POLICY_LOSSES[cfg.loss_mode]
     # A row whose loss is identically zero needs no forward pass; it still counts in the normalisers.
-    contributes = (advantages != 0) | bool(cfg.beta) | bool(cfg.entropy_coef)
+    contributes = (advantages != 0) | bool(cfg.beta) | bool(entropy_coef) | policy_loss.every_row
     ref_logps = None
     if reference is not None:
         with torch.no_grad():
             ref_logps = policy_logprobs(reference, batch, cfg.temperature)[0].cpu()
     epsilon_high = cfg.epsilon_high or cfg.epsilon
+    generator = torch.Generator().manual_seed(stable_seed(cfg.seed, step, "policy_loss"))  # for losses that draw tokens
 
     def token_weights(index: torch.Tensor) -> torch.Tensor:
         m = mask[index]
@@ -251,21 +284,27 @@ def rl_part(cfg: TrainConfig, world: World, reference, batch: RolloutBatch, rewa
         tokens = int(world.sum(m.sum()))
         return loss_weights(m, cfg.loss_type, sequences, tokens, cfg.max_completion_length) * contributes[index].unsqueeze(-1)
 
-    def token_loss(logps: torch.Tensor, entropy: torch.Tensor | None, index: torch.Tensor):
+    def token_loss(forward: PolicyForward, index: torch.Tensor):
+        logps, entropy = forward.logps, forward.entropy
         device, width = logps.device, logps.shape[1]
-        old = batch.old_logps[index, :width].to(device)
-        loss, low, high = clipped_surrogate(logps, old, advantages[index].to(device), cfg.epsilon, epsilon_high)
+        inputs = SurrogateInputs(
+            logps, batch.old_logps[index, :width].to(device), advantages[index].to(device), scores[index].to(device),
+            mask[index, :width].to(device), cfg.epsilon, epsilon_high, entropy, forward.topk_logps, forward.is_top1,
+            None if ref_logps is None else ref_logps[index, :width].to(device), generator,
+        )
+        loss, low, high = policy_loss.loss(inputs, cfg.policy_loss)
         stats = {"clip_ratio/low": low, "clip_ratio/high": high, "clip_ratio/region": low | high}
         if ref_logps is not None:
-            kl = kl_k3(logps, ref_logps[index, :width].to(device))
+            kl = kl_k3(logps, inputs.ref_logp)
             loss = loss + cfg.beta * kl
             stats["kl"] = kl.detach()
         if entropy is not None:
-            loss = loss - cfg.entropy_coef * entropy
+            loss = loss - entropy_coef * entropy
         return loss, stats
 
     names = ("clip_ratio/low", "clip_ratio/high", "clip_ratio/region") + (("kl",) if reference is not None else ())
-    return LossPart(batch, token_weights, token_loss, needs_entropy=bool(cfg.entropy_coef), stat_names=names)
+    top_k = cfg.policy_loss.simko_top_k if policy_loss.needs_topk else 0
+    return LossPart(batch, token_weights, token_loss, needs_entropy=bool(entropy_coef), top_k=top_k, stat_names=names)
 
 
 def with_replay(batch, prompt_ids, problem_ids, groups, buffer: DemoBuffer, step: int, score, pad_id: int):
@@ -294,7 +333,8 @@ def irl_part(cfg: TrainConfig, world: World, demos: DemoBatch, scale: float) -> 
     per_prompt = torch.where(demos.direction > 0, prompts["pull"], prompts["push"])
     weights = irl_token_weights(demos.batch.completion_mask, scale * demos.weight / per_prompt)
 
-    def token_loss(logps: torch.Tensor, entropy: torch.Tensor | None, index: torch.Tensor):
+    def token_loss(forward: PolicyForward, index: torch.Tensor):
+        logps = forward.logps
         old = demos.batch.old_logps[index, : logps.shape[1]].to(logps.device)
         direction = demos.direction[index].to(logps.device)
         return irl_token_loss(logps, old, direction, cfg.sps.irl_epsilon, cfg.sps.irl_beta), {}

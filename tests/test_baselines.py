@@ -1,0 +1,304 @@
+"""The published exploration methods (docs/baselines.md) on hand-computed cases, brute-force
+enumeration, and one short training run each on the tiny testbed."""
+
+import itertools
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train import tiny_run
+
+from sps.algorithms.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    AdvantageParams,
+    best_of_group_advantages,
+    focal_weights,
+    grpo_advantages,
+    passk_advantages,
+    pkpo_advantages,
+    rloo_advantages,
+    scheduled_k,
+    unlikeliness_rewards,
+    w_reinforce_advantages,
+)
+from sps.algorithms.entropy_control import EntropyController
+from sps.algorithms.losses import clipped_surrogate, token_entropy, token_logprobs, token_logprobs_topk
+from sps.algorithms.policy_losses import (
+    POLICY_LOSSES,
+    SurrogateInputs,
+    clip_cov_surrogate,
+    forward_kl_k3,
+    kl_cov_surrogate,
+    simko_surrogate,
+)
+from sps.training.config import TrainConfig
+from sps.training.trainer import train
+
+# ---- advantages -------------------------------------------------------------------------------
+
+
+def subsets_holding(i: int, n: int, k: int):
+    return [s for s in itertools.combinations(range(n), k) if i in s]
+
+
+def brute_passk(rewards: list[float], k: int) -> list[float]:
+    """Mean over the k-subsets holding i of (best of the subset - mean best) / std of the best."""
+    n = len(rewards)
+    best = [max(rewards[j] for j in s) for s in itertools.combinations(range(n), k)]
+    mean = sum(best) / len(best)
+    std = math.sqrt(mean * (1 - mean))
+    return [sum((max(rewards[j] for j in s) - mean) / std for s in subsets_holding(i, n, k)) / math.comb(n - 1, k - 1) for i in range(n)]
+
+
+def brute_pkpo(rewards: list[float], k: int) -> list[float]:
+    """s^(loo-1): (1/C(n, k)) sum over the k-subsets holding i of (best - best without i)."""
+    n = len(rewards)
+    return [
+        sum(max(rewards[j] for j in s) - max(rewards[j] for j in s if j != i) for s in subsets_holding(i, n, k)) / math.comb(n, k)
+        for i in range(n)
+    ]
+
+
+def test_passk_hand_case_and_zero_sum():
+    rewards = torch.tensor([[1.0, 0, 1, 0, 0, 1, 0, 0]])  # N = 8, 3 correct
+    advantages = passk_advantages(rewards, 4)
+    assert advantages[0, 0].item() == pytest.approx(0.2774, abs=1e-4)
+    assert advantages[0, 1].item() == pytest.approx(-0.1664, abs=1e-4)
+    assert advantages.sum().item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(("n", "c", "k"), [(8, 3, 4), (8, 1, 2), (6, 2, 3), (5, 3, 2), (7, 2, 5)])
+def test_passk_equals_subset_enumeration(n, c, k):
+    rewards = [1.0] * c + [0.0] * (n - c)  # mixed, with n - c >= k (else every advantage is 0: the edge-case test)
+    expected = torch.tensor([brute_passk(rewards, k)])
+    assert torch.allclose(passk_advantages(torch.tensor([rewards]), k), expected.float(), atol=1e-5)
+
+
+def test_passk_with_k1_is_grpo_with_the_population_std():
+    rewards = torch.tensor([[1.0, 0, 0, 1, 1], [0, 0, 1, 0, 0]])
+    centred = rewards - rewards.mean(1, keepdim=True)
+    assert torch.allclose(passk_advantages(rewards, 1), centred / (rewards.std(1, correction=0, keepdim=True) + 1e-6))
+
+
+def test_passk_edge_cases():
+    rewards = torch.tensor([[1.0, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0]])  # the last: n - c = 1 < k
+    assert torch.equal(passk_advantages(rewards, 2), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match=r"k = 9, G = 8"):
+        passk_advantages(torch.zeros(1, 8), 9)
+    with pytest.raises(ValueError, match="0/1 rewards"):
+        passk_advantages(torch.tensor([[0.5, 1.0]]), 1)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_pkpo_equals_subset_enumeration_on_any_rewards(k):
+    rewards = torch.tensor([[0.3, 0.9, 0.1, 0.9, 0.5], [1.0, 0.0, 0.0, 1.0, 0.0]])
+    expected = torch.tensor([brute_pkpo(row, k) for row in rewards.tolist()])
+    assert torch.allclose(pkpo_advantages(rewards, k), expected, atol=1e-6)
+
+
+def test_pkpo_binary_closed_form_k1_baseline_and_k_equal_g():
+    rewards = torch.tensor([[1.0, 0, 1, 0, 0, 1, 0, 0]])
+    advantages = pkpo_advantages(rewards, 4)
+    assert torch.allclose(advantages, rewards * math.comb(5, 3) / math.comb(8, 4))  # wrong rollouts get exactly 0
+    assert torch.allclose(pkpo_advantages(rewards, 1), rewards - (rewards.sum() - rewards) / 7)
+    continuous = torch.tensor([[0.2, 0.9, 0.5, 0.7]])
+    assert torch.allclose(pkpo_advantages(continuous, 4), best_of_group_advantages(continuous, scale=False))
+    assert torch.allclose(pkpo_advantages(continuous, 4), torch.tensor([[0.0, 0.2, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"k = 5, G = 4"):
+        pkpo_advantages(continuous, 5)
+
+
+def test_best_of_group_hand_cases():
+    rewards = torch.tensor([[0.0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    # One correct: r_max - r_2nd = 1 over the unbiased std 0.5; two correct tie: 0; none: 0.
+    expected = torch.tensor([[0.0, 1 / (0.5 + 1e-6), 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    assert torch.allclose(best_of_group_advantages(rewards), expected)
+    with pytest.raises(ValueError, match="G = 1"):
+        best_of_group_advantages(torch.ones(2, 1))
+
+
+def test_w_reinforce_rewards_correct_with_lambda_and_punishes_wrong_with_minus_one():
+    rewards = torch.tensor([[1.0, 0, 1], [0, 0, 0], [1, 1, 1]])
+    expected = torch.tensor([[0.1, -1, 0.1], [-1, -1, -1], [0.1, 0.1, 0.1]])
+    assert torch.allclose(w_reinforce_advantages(rewards, 0.1), expected)  # uniform groups still push
+
+
+def test_focal_weights():
+    rewards = torch.tensor([[1.0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
+    assert torch.allclose(focal_weights(rewards, 0.5), torch.tensor([[math.sqrt(0.75)] * 4, [0.0] * 4, [1.0] * 4]))
+    assert torch.equal(focal_weights(rewards, 0.0), torch.ones(3, 4))
+
+
+def test_unlikeliness_hand_case_and_the_mixed_group_filter():
+    rewards = torch.tensor([[1.0, 1, 0, 1], [1, 1, 1, 1]])
+    logps = torch.tensor([[-1.0, -2, -3, -0.5], [-1.0, -2, -3, -0.5]])  # ranks 2, 1, 0, 3
+    shaped = unlikeliness_rewards(rewards, logps, 0.25)
+    assert torch.allclose(shaped, torch.tensor([[0.875, 0.9375, 0, 0.8125], [1, 1, 1, 1]]))
+    unfiltered = unlikeliness_rewards(rewards, logps, 0.25, only_mixed_groups=False)
+    assert torch.allclose(unfiltered[1], torch.tensor([0.875, 0.9375, 1.0, 0.8125]))
+    assert torch.equal(unlikeliness_rewards(rewards, logps, 0.0), rewards)
+
+
+def test_registry_and_schedule():
+    rewards = torch.tensor([[1.0, 0, 0, 1, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 1]])
+    params = AdvantageParams()
+    assert torch.equal(ADVANTAGE_ESTIMATORS["grpo"](rewards, params), grpo_advantages(rewards, "group"))
+    assert torch.equal(ADVANTAGE_ESTIMATORS["rloo"](rewards, params), rloo_advantages(rewards, "group"))
+    for name, estimator in ADVANTAGE_ESTIMATORS.items():
+        assert estimator(rewards, params).shape == rewards.shape, name
+    with pytest.raises(ValueError, match="scale_rewards"):
+        ADVANTAGE_ESTIMATORS["grpo_passk"](rewards, AdvantageParams(scale_rewards="batch"))
+    assert [scheduled_k(8, 1, 3, step) for step in (1, 2, 3, 4)] == [8, 8, 1, 1]
+    assert scheduled_k(8, 1, 0, 10_000) == 8
+
+
+# ---- losses ------------------------------------------------------------------------------------
+
+
+def leaf(values) -> torch.Tensor:
+    return torch.tensor(values, requires_grad=True)
+
+
+def test_vanilla_is_the_clipped_surrogate():
+    logp, old = torch.tensor([[-1.0, -0.5]]), torch.tensor([[-1.2, -0.4]])
+    inputs = SurrogateInputs(logp, old, torch.tensor([1.5]), torch.ones(1), torch.ones(1, 2), 0.2, 0.28)
+    for got, expected in zip(POLICY_LOSSES["vanilla"].loss(inputs, None), clipped_surrogate(logp, old, torch.tensor([1.5]), 0.2, 0.28)):
+        assert torch.equal(got, expected)
+
+
+def simko_case(advantage: float, score: float):
+    logp = leaf([[math.log(1.1), math.log(1.1)]])  # ratio 1.1 against old log-prob 0
+    topk = leaf([[[-0.1, -1.0, -2.0], [-0.1, -1.0, -2.0]]])
+    entropy = torch.tensor([[1.0, 2.0]])  # the 0.8 quantile is 1.8: only token 2 is high-entropy
+    loss, _, _ = simko_surrogate(logp, torch.zeros(1, 2), topk, torch.tensor([[True, True]]), entropy, torch.tensor([advantage]),
+                                 torch.tensor([score]), torch.ones(1, 2), 0.2, 0.2, alpha=0.01, entropy_quantile=0.8)
+    loss.sum().backward()
+    return loss.detach(), logp.grad, topk.grad
+
+
+def test_simko_moves_a_share_of_the_push_to_the_candidates_at_high_entropy_tokens():
+    loss, grad, topk_grad = simko_case(advantage=1.0, score=1.0)
+    assert torch.allclose(loss, torch.tensor([[-1.1, -1.1]]))  # the value is the plain ratio's
+    assert torch.allclose(grad, torch.tensor([[-1.1, -1.1 * 0.99]]))
+    assert torch.allclose(topk_grad[0, 0], torch.zeros(3))
+    assert torch.allclose(topk_grad[0, 1], torch.full((3,), -1.1 * 0.01 / 3))
+
+
+def test_simko_penalises_a_wrong_rollouts_top1_tokens_by_1_1_at_high_entropy():
+    loss, grad, topk_grad = simko_case(advantage=-1.0, score=0.0)
+    assert torch.allclose(loss, torch.tensor([[1.1, 1.1 * 1.1]]))
+    assert torch.allclose(grad, torch.tensor([[1.1, 1.21]]))
+    assert torch.equal(topk_grad, torch.zeros(1, 2, 3))  # no mixing on wrong rollouts
+
+
+def cov_case():
+    """Advantages (2, -2) and log-probs with one token of covariance 2 (in the band 1..5)."""
+    return leaf([[-0.1, -2.1], [-1.1, -1.1]]), torch.tensor([2.0, -2.0]), torch.ones(2, 2)
+
+
+def test_clip_cov_cuts_the_gradient_of_a_token_in_the_covariance_band():
+    logp, advantages, mask = cov_case()
+    loss, low, high = clip_cov_surrogate(logp, logp.detach(), advantages, mask, 0.2, 0.2, ratio=2e-4)
+    loss.sum().backward()
+    assert torch.allclose(loss.detach(), torch.tensor([[0.0, -2.0], [2.0, 2.0]]))
+    assert torch.allclose(logp.grad, torch.tensor([[0.0, -2.0], [2.0, 2.0]]))
+    assert not (low | high).any()
+
+
+def test_kl_cov_penalises_the_largest_covariance_token_and_never_clips():
+    logp, advantages, mask = cov_case()
+    old = logp.detach() - 0.5  # ratio e^0.5 = 1.65, far outside PPO's clip range
+    loss, low, high = kl_cov_surrogate(logp, old, advantages, mask, ratio=2e-3, coef=1.0)
+    loss.sum().backward()
+    r = math.exp(0.5)
+    assert torch.allclose(loss.detach(), torch.tensor([[-2 * r + 0.5, -2 * r], [2 * r, 2 * r]]))
+    assert torch.allclose(logp.grad, torch.tensor([[-2 * r + 1, -2 * r], [2 * r, 2 * r]]))
+    assert not (low | high).any()
+
+
+def test_forward_kl_k3_value_gradient_and_dph_on_correct_rollouts_only():
+    logp = leaf([[0.5, 0.0]])
+    kl = forward_kl_k3(logp, torch.zeros(1, 2))
+    kl.sum().backward()
+    assert torch.allclose(kl.detach(), torch.tensor([[math.exp(0.5) - 1.5, 0.0]]))
+    assert torch.allclose(logp.grad, torch.tensor([[math.exp(0.5) - 1, 0.0]]))  # d/dlogp = u - 1
+    logp2 = torch.tensor([[0.5], [0.5]])
+    inputs = SurrogateInputs(logp2, logp2, torch.zeros(2), torch.tensor([1.0, 0.0]), torch.ones(2, 1), 0.2, 0.2, ref_logp=torch.zeros(2, 1))
+    loss, _, _ = POLICY_LOSSES["dph"].loss(inputs, TrainConfig().policy_loss)
+    assert torch.allclose(loss, torch.tensor([[0.01 * (math.exp(0.5) - 1.5)], [0.0]]))
+
+
+def test_topk_forward_agrees_with_the_full_distribution():
+    logits = torch.randn(2, 3, 7, generator=torch.Generator().manual_seed(0))
+    tokens = logits.argmax(-1)
+    tokens[0, 0] = (tokens[0, 0] + 1) % 7  # one token that is not the top-1
+    logps, topk, is_top1, entropy = token_logprobs_topk(logits, tokens, 3, temperature=0.7)
+    assert torch.allclose(logps, token_logprobs(logits, tokens, 0.7))
+    assert torch.allclose(topk, (logits / 0.7).log_softmax(-1).topk(3).values)
+    assert torch.allclose(entropy, token_entropy(logits, 0.7))
+    assert is_top1.tolist() == [[False, True, True], [True, True, True]]
+
+
+# ---- adaptive entropy ----------------------------------------------------------------------------
+
+
+def test_adaptive_entropy_follows_skyworks_rule():
+    control = EntropyController(0.0, target=0.2, delta=1e-4, coef_min=0.0, coef_max=5e-3)
+    control.update(0.1)  # below the target: coefficient up, bonus on
+    assert control.bonus() == pytest.approx(1e-4)
+    control.update(0.3)  # above: down (to the floor), bonus off
+    assert control.coef == 0.0 and control.bonus() == 0.0
+    for _ in range(100):
+        control.update(0.0)
+    assert control.bonus() == pytest.approx(5e-3)  # capped at coef_max
+    copy = EntropyController(0.0, 0.0, 0.0, 0.0, 0.0)
+    copy.load_state_dict(control.state_dict())
+    assert copy == control
+
+
+def test_a_fixed_coefficient_never_moves():
+    control = EntropyController.fixed(0.01)
+    for measured in (0.0, 5.0, float("nan")):
+        control.update(measured)
+        assert control.bonus() == 0.01
+
+
+# ---- one short training run per family -----------------------------------------------------------
+
+RUNS = {
+    "passk+focal": {"advantage_estimator": "passk", "advantage": {"k": 2, "focal_gamma": 0.5}},
+    "pkpo-schedule": {"advantage_estimator": "pkpo", "advantage": {"k": 4, "k_final": 1, "k_switch_step": 2}},
+    "w_reinforce": {"advantage_estimator": "w_reinforce"},
+    "unlikeliness": {"advantage": {"rank_penalty": 0.25}},
+    "simko": {"loss_mode": "simko"},
+    "clip_cov": {"loss_mode": "clip_cov", "epsilon": 1.0},
+    "kl_cov": {"loss_mode": "kl_cov", "num_iterations": 2},
+    "dph+adaptive_entropy": {"loss_mode": "dph", "adaptive_entropy": {"enabled": True, "target": 10.0, "delta": 0.01, "coef_max": 1.0}},
+}
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_each_family_trains_the_testbed(name, tiny_testbed, tmp_path):
+    changes = dict(RUNS[name])
+    for section in ("advantage", "adaptive_entropy"):
+        if section in changes:
+            changes[section] = replace(getattr(TrainConfig(), section), **changes[section])
+    cfg = tiny_run(tiny_testbed, tmp_path / "run", max_steps=2, eval_every=-1, probe_problems=0, save_every=2,
+                   train_size=16, prompts_per_step=8, num_generations=4, **changes)
+    run_dir = train(cfg, show_progress=False)
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) and r["nonfinite_updates"] == 0 for r in log), log
+    start, end = load_file(tiny_testbed / "model.safetensors"), load_file(run_dir / "checkpoints" / "step_000002" / "model.safetensors")
+    assert any(not torch.equal(start[k], end[k]) for k in start), "the parameters did not change"
+    assert all(torch.isfinite(v).all() for v in end.values())
+    if name.endswith("adaptive_entropy"):
+        # Entropy far below the target: the coefficient rises by delta each step, and is checkpointed.
+        assert [r["entropy_control/coef"] for r in log] == pytest.approx([0.0, 0.01])
+        state = torch.load(run_dir / "checkpoints" / "step_000002" / "trainer_state.pt", weights_only=False)
+        assert state["entropy_control"]["coef"] == pytest.approx(0.02)
+        train(replace(cfg, max_steps=3, save_every=3), show_progress=False)  # resumed: continues, not from 0
+        log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert log[-1]["entropy_control/coef"] == pytest.approx(0.02)

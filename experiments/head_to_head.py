@@ -13,6 +13,7 @@ rerunning continues an interrupted head-to-head.
 
     python experiments/head_to_head.py                      # everything (prints a time estimate first)
     python experiments/head_to_head.py --methods passk,simko --workers 2
+    python experiments/head_to_head.py --defaults-only --seeds 0   # a first look: authors' defaults, one seed
     python experiments/head_to_head.py --summary            # only rebuild the table and figures
     # smoke test of the driver (minutes): a tiny model, few steps and problems, its own folders
     python experiments/head_to_head.py --steps 2 --limit 8 --seeds 0,1 --methods w_reinforce,focal \\
@@ -75,13 +76,14 @@ PASS1_SLACK = 0.02  # the selection rule: Pass@1 at most this far below GRPO's (
 MINUTES_PER_RUN = 4.5  # one run with its evaluation, two side by side on 2 cores (docs/method.md: about 4, 8.5 with a reference model)
 
 
-def settings(methods: list[str]) -> dict[str, tuple[str, list[str]]]:
-    """setting name -> (method, overrides) for the given methods."""
+def settings(methods: list[str], knobs: bool = True) -> dict[str, tuple[str, list[str]]]:
+    """setting name -> (method, overrides) for the given methods (their defaults only unless knobs)."""
     found = {}
     for method in methods:
         default, knob = SETTINGS[method]
         found[method] = (method, default)
-        found.update({f"{method}-{label}": (method, default + extra) for label, extra in knob.items()})
+        if knobs:
+            found.update({f"{method}-{label}": (method, default + extra) for label, extra in knob.items()})
     return found
 
 
@@ -175,13 +177,14 @@ def main() -> None:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--model", default="", help="start model (default: the configs' testbed)")
     parser.add_argument("--train-args", default="", help="extra `sps train` overrides for every run, e.g. for a smoke test")
+    parser.add_argument("--defaults-only", action="store_true", help="a first look: every method at its authors' defaults, no knob sweep")
     parser.add_argument("--summary", action="store_true", help="only rebuild the table and figures from finished runs")
     args = parser.parse_args()
     runs, results = Path(args.runs), Path(args.results)
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = shlex.split(args.train_args) + (["--model", args.model] if args.model else [])
     val_eval, test_eval = held_out_eval("countdown-val", limit=args.limit), held_out_eval("countdown-test", limit=args.limit)
-    candidates = {**{name: (name, []) for name in REFERENCES}, **settings(args.methods.split(","))}
+    candidates = {**{name: (name, []) for name in REFERENCES}, **settings(args.methods.split(","), knobs=not args.defaults_only)}
     base_folder = runs.parent / "ablation" / "base" / "test"  # shared with the ablation
 
     if not args.summary:

@@ -32,9 +32,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/sps demo
 
-# The main suite, then the vLLM engine's tests in their own venv (built on first use: ~6 min, 3.8 GB).
+# The main suite, then the multi-process tests (torchrun, accelerate), then the vLLM engine's tests
+# in their own venv (built on first use: ~6 min, 3.8 GB).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q --ignore=tests/test_vllm_engine.py
+	$(VENV)/bin/python -m pytest -q -m "not multiprocess" --ignore=tests/test_vllm_engine.py
+	$(VENV)/bin/python -m pytest -q -m multiprocess --ignore=tests/test_vllm_engine.py
 	$(MAKE) test-vllm
 
 install-vllm: $(VLLM_STAMP)

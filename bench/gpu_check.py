@@ -109,7 +109,7 @@ def training_step(model, shape: ModelShape, dtype: str, device: str, micro: int,
 
     batch = synthetic_batch(shape.vocab, micro, prompt, completion)
     weights = batch.completion_mask / batch.completion_mask.sum()
-    part = LossPart(batch, lambda rows: weights[rows], lambda logps, entropy, rows: (-logps, {}))
+    part = LossPart(batch, lambda rows: weights[rows], lambda forward, rows: (-forward.logps, {}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     timings = []
     for _ in range(2):  # the first step allocates AdamW's state and warms the kernels

@@ -35,6 +35,7 @@ def tied_copy(model_dir: Path, folder: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_take_the_update_of_one(random_llama, tmp_path):
     model, tokenizer = load_policy(str(random_llama), dtype="float32", device="cpu")
     prompts = [tokenizer.encode(t) for t in ["1 2>3:", "  4 5 6>15:", "7 8>1:", "9>9:"]]

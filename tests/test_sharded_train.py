@@ -41,6 +41,7 @@ def config(tmp_path: Path, name: str, model: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_killed_sharded_run_resumes_exactly_and_saves_loadable_checkpoints(random_llama, tmp_path):
     from transformers import AutoModelForCausalLM
 

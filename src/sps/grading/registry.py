@@ -16,11 +16,18 @@ def _countdown_grader(**kwargs: object) -> Grader:
     return CountdownGrader(**kwargs)
 
 
+def _procedural_grader(**kwargs: object) -> Grader:
+    from sps.grading.procedural import ProceduralGrader  # needs reasoning-gym, loaded only when graded
+
+    return ProceduralGrader(**kwargs)
+
+
 # Name -> factory; the factory's keyword arguments are the grader's options.
 _FACTORIES: dict[str, Callable[..., Grader]] = {
     "math": MathGrader,
     "choice": ChoiceGrader,
     "countdown": _countdown_grader,
+    "reasoning_gym": _procedural_grader,
 }
 
 

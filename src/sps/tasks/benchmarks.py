@@ -6,7 +6,8 @@ A specification is one of:
   - a testbed split: countdown-train, countdown-val, countdown-test (generated, no files needed);
   - a path to a JSON Lines (or CSV) file whose rows have `problem` and `answer` (and ideally `id`),
     or GPQA's columns;
-  - `hf:owner/name[:split]`, read with the `datasets` library (field names configurable).
+  - `hf:owner/name[:split]`, read with the `datasets` library (field names configurable);
+  - `rg:<task>[:split][?settings]`, a reasoning-gym generator (see `sps.tasks.procedural`).
 Malformed rows are left out, and every one is reported in `Benchmark.skipped`; nothing is
 dropped silently. `limit` reads only the first rows (a dry run's look at the data).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from sps.paths import data_dir as resolve_data_dir
 from sps.tasks.problem import Problem
+from sps.tasks.procedural import PREFIX, load_procedural
 from sps.tasks.sources import FORMAT_GRADERS, ROW_FORMATS, SOURCES, FieldNames, Source, detect_format
 
 __all__ = ["Benchmark", "FieldNames", "load_benchmark", "split_specs", "SOURCES", "TESTBED_SPLITS"]
@@ -53,6 +55,9 @@ def load_benchmark(
     fields = fields or FieldNames()
     if spec in TESTBED_SPLITS:
         return testbed_benchmark(spec)
+    if spec.startswith(PREFIX):
+        name, problems = load_procedural(spec)
+        return Benchmark(name, problems[:limit], "reasoning_gym", "chat", spec)
     if spec.startswith("hf:"):
         dataset_id, _, split = spec[len("hf:") :].partition(":")
         name = f"{dataset_id.replace('/', '_')}_{split or 'test'}"
@@ -63,7 +68,7 @@ def load_benchmark(
     if path.is_file():
         return file_benchmark(path, path.stem, fields, None, limit)
     known = ", ".join([*SOURCES, *TESTBED_SPLITS])
-    raise ValueError(f"unknown benchmark {spec!r}: not a file, not hf:owner/name, and not one of {known}")
+    raise ValueError(f"unknown benchmark {spec!r}: not a file, not hf:owner/name or rg:<task>, and not one of {known}")
 
 
 def named_benchmark(name: str, source: Source, data_dir: str | None, fields: FieldNames, limit: int | None) -> Benchmark:

@@ -81,11 +81,11 @@ class TrainConfig:
     # What to train, on what.
     model: str = option("", "policy to start from: a folder, a hub id, smollm2-135m-instruct, or 'testbed' for the built-in testbed model")
     algorithm: str = option("grpo", "grpo | sps")
-    train_data: str = option("countdown-train", "training prompts: a benchmark name (math_train, gsm8k_train, countdown-train), a JSON Lines path or hf:owner/name[:split]")
+    train_data: str = option("countdown-train", "training prompts: a benchmark name (math_train, gsm8k_train, countdown-train), a JSON Lines path, hf:owner/name[:split] or rg:<task>[?settings] (a reasoning-gym generator, e.g. rg:chain_sum?max_terms=2)")
     train_size: int = option(512, "prompt_mode fixed: size of the fixed training set revisited over epochs (0 = all problems)")
     prompt_mode: str = option("fixed", "fixed: shuffled epochs over a fixed set of train_size problems | stream: fresh problems, no reuse until the split is exhausted")
-    prompt_template: str = option("", "qwen-boxed | chat | plain (empty: the data's default)")
-    grader: str = option("", "math | choice | countdown (empty: the data's default)")
+    prompt_template: str = option("", "qwen-boxed | chat | chat-answer (answer only, one example exchange) | plain (empty: the data's default)")
+    grader: str = option("", "math | choice | countdown | reasoning_gym (empty: the data's default)")
     data_dir: str = option("", "benchmark data folder (empty: $SPS_DATA_DIR or ../shared/data)")
 
     # Rollouts.

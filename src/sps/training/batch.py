@@ -108,17 +108,46 @@ def policy_forward(model, batch: RolloutBatch, temperature: float, with_entropy:
     (without gradients unless with_entropy), gathered from the same log-softmax."""
     from sps.algorithms.losses import token_entropy, token_logprobs, token_logprobs_topk
 
-    device = next(model.parameters()).device
-    mask = batch.attention_mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    width = batch.completion_ids.shape[1]
-    out = model(
-        input_ids=batch.input_ids.to(device), attention_mask=mask, position_ids=positions, logits_to_keep=width + 1
-    )
-    logits = out.logits[:, :-1]  # the logits at column j predict the token at column j + 1
-    tokens = batch.completion_ids.to(device)
+    logits = completion_logits(model, batch)
+    tokens = batch.completion_ids.to(logits.device)
     if top_k:
         logps, topk_logps, is_top1, entropy = token_logprobs_topk(logits, tokens, top_k, temperature, with_entropy)
         return PolicyForward(logps, entropy, topk_logps, is_top1)
     logps = token_logprobs(logits, tokens, temperature)
     return PolicyForward(logps, token_entropy(logits, temperature) if with_entropy else None)
+
+
+def completion_logits(model, batch: RolloutBatch) -> torch.Tensor:
+    """(B, T, V) logits, column t predicting completion token t, with gradients.
+
+    Rows that share a prompt (the G completions of a group) share its forward pass: each distinct
+    prompt runs once and its KV cache is copied to its rows, then the completions run on top. The
+    values and gradients are those of one forward over the (B, Lp + T) batch, at a fraction of the
+    cost when prompts are long next to completions (a chat prompt of 100 tokens, answers of 10).
+    Under gradient checkpointing, which turns the KV cache off, every row runs whole.
+    """
+    device = next(model.parameters()).device
+    mask = batch.attention_mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids = batch.input_ids.to(device)
+    lp, width = batch.prompt_length, batch.completion_ids.shape[1]
+    prompts, row_of = torch.unique(torch.cat([ids[:, :lp], mask[:, :lp]], dim=-1), dim=0, return_inverse=True)
+    checkpointing = any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
+    if len(prompts) == len(ids) or checkpointing:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1)
+        return out.logits[:, :-1]  # the logits at column j predict the token at column j + 1
+    from transformers import DynamicCache
+
+    from sps.rollout.hf import cache_argument
+
+    cache = DynamicCache(config=model.config)
+    prompt_mask = prompts[:, lp:]
+    out = model(input_ids=prompts[:, :lp], attention_mask=prompt_mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
+    first = out.logits[row_of, -1:]  # (B, 1, V): predicts completion token 0
+    if width == 1:
+        return first
+    cache.batch_select_indices(row_of)  # differentiable: each row's copy sends its gradient back to the prompt
+    out = model(input_ids=ids[:, lp:-1], attention_mask=mask[:, :-1], position_ids=positions[:, lp:-1],
+                use_cache=True, **{cache_argument(model): cache})
+    return torch.cat([first, out.logits], dim=1)

@@ -2,9 +2,9 @@
 
 Why not `model.generate`: on small models the per-token overhead of `generate` (logits processors,
 stopping criteria, finished rows that keep being computed) dominates. This loop prefills each
-distinct prompt once and copies its cache to its `n` samples, drops finished rows from the batch
-as they accumulate, and records the log-probability of every sampled token, which the RL update
-needs as the "old" policy's log-probs. `bench/rollout_throughput.py` measures it against `generate`.
+distinct prompt once and copies its cache to its `n` samples, writes the cache into buffers sized
+for the whole generation, drops finished rows from the batch as they accumulate, and records the
+log-probability of every sampled token, which the RL update needs as the "old" policy's log-probs. `bench/rollout_throughput.py` measures it against `generate`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import inspect
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from sps.rollout.base import Completion, SamplingParams
 
@@ -34,6 +35,11 @@ def eos_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+def cache_argument(model) -> str:
+    """The forward's name for the KV cache: transformers renamed `past_key_values` to `cache` during 5.x."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Mask logits outside the top-k tokens and outside the top-p nucleus with -inf.
 
@@ -53,6 +59,47 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+class PreallocatedLayer(DynamicLayer):
+    """A full-attention cache layer whose keys and values sit in buffers sized for the whole generation.
+
+    DynamicLayer concatenates at every step, copying the whole cache each time (O(T^2) copying over
+    a completion, a tenth of a decode step on a CPU); here a step writes its own positions and
+    attention reads a view of the filled part.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.device = key_states.device
+            self.key_buffer = key_states.new_empty((*key_states.shape[:2], self.capacity, key_states.shape[-1]))
+            self.value_buffer = value_states.new_empty((*value_states.shape[:2], self.capacity, value_states.shape[-1]))
+            self.is_initialized = True
+        end = self.length + key_states.shape[-2]
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+        self.keys, self.values = self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
+
+
+def preallocated_cache(config, capacity: int) -> DynamicCache:
+    """The model's DynamicCache with its full-attention layers preallocated (sliding-window ones kept)."""
+    cache = DynamicCache(config=config)
+    cache.layers = [PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
 class HFEngine:
     """Samples from a Hugging Face causal LM with the model's own forward and a DynamicCache.
 
@@ -66,8 +113,7 @@ class HFEngine:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.eos_ids = eos_token_ids(model, tokenizer)
-        # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
-        self.cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.cache_kwarg = cache_argument(model)
 
     @torch.no_grad()
     def generate(
@@ -103,7 +149,7 @@ class HFEngine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
 
         # Prefill each distinct prompt once, then give every sample its own copy of the cache.
-        cache = DynamicCache(config=self.model.config)
+        cache = preallocated_cache(self.model.config, input_ids.shape[1] + params.max_new_tokens)
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask if padded else None,
@@ -140,9 +186,10 @@ class HFEngine:
             lengths[target] += 1
             stopped[target[torch.isin(sampled[live], eos)]] = True
             finished = stopped[alive]
-            if t + 1 == params.max_new_tokens or bool(finished.all()):
+            done = int(finished.sum())  # the step's one host sync
+            if t + 1 == params.max_new_tokens or done == len(alive):
                 break
-            if int(finished.sum()) >= COMPACT_FRACTION * len(alive):
+            if done >= COMPACT_FRACTION * len(alive):
                 keep = (~finished).nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 alive, sampled, mask, next_position = alive[keep], sampled[keep], mask[keep], next_position[keep]

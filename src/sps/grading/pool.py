@@ -3,14 +3,15 @@
 math-verify's own timeouts use SIGALRM, which works only on a process's main thread and waits for
 C-level bignum work to return (during `str()` of a parsed `(10^{10^{10}})!-1`, an alarm due after
 2 s fired after 11 s; the `str()` itself runs for over 30 s). So the parent keeps a deadline for
-every busy worker and SIGKILLs a worker that passes it, returning a `Failure` for its item and
-starting a replacement. `ProcessPoolExecutor` cannot kill one stuck worker, hence this pool.
-Workers are spawned, never forked: the parent may hold torch and its threads.
+the item each busy worker is on and SIGKILLs a worker that passes it, returning a `Failure` for
+that item and starting a replacement. `ProcessPoolExecutor` cannot kill one stuck worker, hence
+this pool. Workers are spawned, never forked: the parent may hold torch and its threads.
 
-Items travel in chunks, and a worker sends each result back as soon as it has it: one round trip
-per chunk instead of per item (a round trip costs more than grading a short completion, and on a
-busy machine it waits for the parent to be scheduled), while the parent still knows which item a
-worker is on. Chunks shrink as a call's items run out, so no worker is left with a long tail.
+Items travel in chunks, and a worker sends each result back as soon as it has it, which restarts
+its deadline for the next item. A round trip per item left a worker idle for 0.1-0.3 ms each
+time, a third of the time it takes to grade a short completion; per item, the pool now costs
+~40 us, mostly the parent's (measured with an echo function on a busy 2-core machine). Chunks
+shrink as a call's items run out, so no worker is left with a long tail.
 """
 
 from __future__ import annotations

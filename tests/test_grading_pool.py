@@ -42,6 +42,16 @@ def record(log: str, value: int, action: str = "") -> tuple[int, int]:
     return value, os.getpid()
 
 
+def meet(folder: str, count: int) -> int:
+    """Wait (up to 30 s) until `count` processes run this at once, so each item has its own worker."""
+    os.makedirs(folder, exist_ok=True)
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 30
+    while len(os.listdir(folder)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
 def is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -65,10 +75,10 @@ def test_many_items_in_chunks_give_the_serial_results_in_order():
         assert pool.map(items, key=lambda args: args[1] % 7) == [sleep_then_echo(*args) for args in items]
 
 
-def test_workers_are_reused_across_map_calls():
-    with WorkerPool(sleep_then_pid, workers=2, timeout_s=5) as pool:
-        first = pool.map([(0.01,)] * 20)
-        second = pool.map([(0.01,)] * 20)
+def test_workers_are_reused_across_map_calls(tmp_path):
+    with WorkerPool(meet, workers=2, timeout_s=60) as pool:
+        first = pool.map([(str(tmp_path / "first"), 2)] * 2)
+        second = pool.map([(str(tmp_path / "second"), 2)] * 2)
     assert len(set(first)) == 2 and set(second) == set(first)
 
 

@@ -203,7 +203,10 @@ def report(data_dir: Path, problems: int, worker_counts: list[int], command: str
             " (5.0 for 5, a/b for a fraction, or unboxed) and one with no boxed answer.",
             "- 'vs serial' compares second batches. The first batch includes starting the workers;"
             " CPU time includes it too, summed over the parent and all workers. Other jobs on the"
-            " machine distort the comparison: serial grading needs one core, the pool all of them.",
+            " machine distort the comparison: serial grading needs one core, the pool all of them."
+            " Each process warms its own parser caches (math-verify took twice the CPU on a fresh"
+            " process's first 30 problems as after 100 others), and in the first batch each worker"
+            " sees only its share of the problems.",
             "",
             *sections,
         ]

@@ -106,6 +106,19 @@ def test_pathological_completions_end_within_the_hard_timeout(grader):
     assert grade(grader, "\\boxed{18}", "18").correct
 
 
+def test_a_batch_grades_as_serial_with_a_stuck_item_among_them(grader):
+    # Enough items that they travel in chunks; the stuck one is killed, its chunk-mates still graded.
+    golds = ["18", "0.5", "\\{1,2,3\\}", "2\\sqrt2"]
+    completions = [f"Step {i}. So \\boxed{{{golds[i % 4] if i % 3 else i}}}" for i in range(40)]
+    problems = [Problem(id=str(i), problem="", answer=golds[i % 4]) for i in range(40)]
+    completions[17] = "\\boxed{(10^{10^{10}})!}"
+    grades = grader.grade(completions, problems)
+    assert grades.pop(17).status == "timeout"
+    del completions[17], problems[17]  # never graded in this process: it could hang the test
+    assert grades == [grade_math_serial(c, p.answer) for c, p in zip(completions, problems, strict=True)]
+    assert sum(g.correct for g in grades) == 25
+
+
 def test_grade_one_convenience():
     assert grade_one("0.5", "\\boxed{1/2}") == Grade(True, "ok", "1/2")
 

@@ -1,4 +1,5 @@
-"""WorkerPool: hard timeouts kill and replace a worker, crashes become errors, order is kept."""
+"""WorkerPool: hard timeouts kill and replace a worker, crashes become errors, order is kept,
+and items sent together in a chunk each run exactly once whatever happens to the others."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from sps.grading.pool import Failure, WorkerPool
+from sps.grading.pool import CHUNKS_PER_WORKER, MAX_CHUNK, Failure, WorkerPool
 
 
 # Module-level helpers: spawned workers import this module to unpickle them.
@@ -30,6 +31,27 @@ def exit_or_pid(exit_code: int) -> int:
     return os.getpid()
 
 
+def record(log: str, value: int, action: str = "") -> tuple[int, int]:
+    """Append `value` to the file `log` (to count runs), then hang, crash or return (value, pid)."""
+    with open(log, "a") as file:
+        file.write(f"{value}\n")
+    if action == "hang":
+        time.sleep(60)
+    if action == "crash":
+        os._exit(7)
+    return value, os.getpid()
+
+
+def meet(folder: str, count: int) -> int:
+    """Wait (up to 30 s) until `count` processes run this at once, so each item has its own worker."""
+    os.makedirs(folder, exist_ok=True)
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 30
+    while len(os.listdir(folder)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
 def is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -44,6 +66,49 @@ def test_results_come_back_in_input_order():
     with WorkerPool(sleep_then_echo, workers=2, timeout_s=5) as pool:
         assert pool.map(items) == list(range(6))
         assert pool.map([]) == []
+
+
+def test_many_items_in_chunks_give_the_serial_results_in_order():
+    # Uneven sleeps and keys shuffle which worker finishes what, and when.
+    items = [(0.002 * (i % 3), i) for i in range(100)]
+    with WorkerPool(sleep_then_echo, workers=2, timeout_s=5) as pool:
+        assert pool.map(items, key=lambda args: args[1] % 7) == [sleep_then_echo(*args) for args in items]
+
+
+def test_workers_are_reused_across_map_calls(tmp_path):
+    with WorkerPool(meet, workers=2, timeout_s=60) as pool:
+        first = pool.map([(str(tmp_path / "first"), 2)] * 2)
+        second = pool.map([(str(tmp_path / "second"), 2)] * 2)
+    assert len(set(first)) == 2 and set(second) == set(first)
+
+
+@pytest.mark.parametrize(
+    ("action", "failure"),
+    [
+        ("hang", Failure("timeout", "item 5: exceeded the 1 s hard timeout")),
+        ("crash", Failure("error", "item 5: worker process died (exit code 7)")),
+    ],
+)
+def test_a_bad_item_mid_chunk_fails_alone_and_the_rest_run_exactly_once(tmp_path, action, failure):
+    log = str(tmp_path / "runs.txt")
+    count, bad = 40, 5
+    # One worker's first chunk holds items 0 .. size - 1, so the bad item has chunk-mates on both sides.
+    assert min(MAX_CHUNK, count // CHUNKS_PER_WORKER) > bad + 1
+    items = [(log, i, action if i == bad else "") for i in range(count)]
+    with WorkerPool(record, workers=1, timeout_s=1) as pool:
+        pool.map([(log, -1)])  # start the worker outside the timing
+        start = time.monotonic()
+        results = pool.map(items)
+        elapsed = time.monotonic() - start
+    assert results[bad] == failure
+    assert [result[0] for result in results if result != failure] == [i for i in range(count) if i != bad]
+    first_pid = results[0][1]
+    assert {pid for _, pid in results[:bad]} == {first_pid}
+    assert first_pid not in {pid for _, pid in results[bad + 1 :]}, "the bad item's worker is replaced"
+    with open(log) as file:
+        assert sorted(int(line) for line in file) == list(range(-1, count)), "each item ran exactly once"
+    if action == "hang":
+        assert 1 <= elapsed < 1 + 30, "killed at its deadline (generous slack for a busy machine)"
 
 
 def test_hanging_item_is_killed_and_its_worker_replaced():

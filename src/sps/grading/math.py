@@ -118,12 +118,17 @@ def _warm_up() -> None:
 
 
 class MathGrader:
-    """Grades math completions with math-verify in worker processes, each under a hard timeout."""
+    """Grades math completions with math-verify in worker processes, each under a hard timeout.
+
+    The workers start at construction: importing math-verify takes a second or two per worker, which
+    then overlaps whatever the caller does before its first `grade` (loading a model, sampling).
+    """
 
     name = "math"
 
     def __init__(self, workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
         self._pool = WorkerPool(grade_math_serial, workers, timeout_s, initializer=_warm_up)
+        self._pool.start()
 
     def grade(self, completions: Sequence[str], problems: Sequence[Problem]) -> list[Grade]:
         """One Grade per (completion, problem) pair, in order."""

@@ -62,7 +62,7 @@ def test_bad_specs_are_errors_that_say_what_is_wrong(spec, message):
 
 def test_without_reasoning_gym_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "reasoning_gym", None)  # what `import` sees when it is not installed
-    with pytest.raises(ImportError, match=r"sps\[tasks\]"):
+    with pytest.raises(ImportError, match=r"sps-rl\[tasks\]"):
         load_benchmark("rg:chain_sum:test?size=5")
 
 

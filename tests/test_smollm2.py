@@ -40,3 +40,23 @@ def test_chat_prompt_samples_end_at_eos_and_their_logprobs_match_a_forward_pass(
         logps, _ = policy_logprobs(model, batch, 0.7)
     mask = batch.completion_mask.bool()
     assert torch.allclose(logps[mask], batch.old_logps[mask], atol=1e-3)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "sps"])
+def test_the_shipped_smollm2_config_trains_on_a_reasoning_gym_task(algorithm, tmp_path):
+    """configs/smollm2/aiw_<algorithm>.yaml, shrunk to two tiny steps: rg data, the chat-answer
+    template, the reasoning_gym grader, the shared-prompt forward and a checkpoint, on the real model."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / algorithm
+    command = [sys.executable, "-m", "sps.cli", "train", "--config", f"configs/smollm2/aiw_{algorithm}.yaml",
+               "--max_steps", "2", "--prompts_per_step", "2", "--num_generations", "4", "--max_completion_length", "8",
+               "--eval_every", "-1", "--save_every", "2", "--output_dir", str(out)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["grading/no_answer_fraction"] < 1 for r in rows)  # the grader finds the model's answers
+    assert all(r["completions/mean_length"] <= 8 for r in rows)
+    assert (out / "checkpoints" / "step_000002" / "model.safetensors").is_file()

@@ -40,7 +40,7 @@ _EXECUTES = re.compile(r"(?<![\w.])(?:eval|exec)\(|parse_expr\(|sympify\(")
 
 
 def missing_extra() -> ImportError:
-    return ImportError("rg: tasks need reasoning-gym: pip install 'sps[tasks]' (or pip install reasoning-gym)")
+    return ImportError("rg: tasks need reasoning-gym: pip install 'sps-rl[tasks]' (or pip install reasoning-gym)")
 
 
 def parse_spec(spec: str) -> tuple[str, str, int, int, dict]:

@@ -19,8 +19,9 @@ from sps.tasks.countdown import ALPHABET  # noqa: E402
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache_and_threads(tmp_path_factory):
-    """Tests build into a fresh cache (never the user's), shared by the whole session."""
-    os.environ["SPS_CACHE_DIR"] = str(tmp_path_factory.mktemp("sps_cache"))
+    """Tests build into a fresh cache (never the user's), shared by the whole session, or by both
+    stages of `make test` when it names one in SPS_TEST_CACHE (it empties that folder first)."""
+    os.environ["SPS_CACHE_DIR"] = os.environ.get("SPS_TEST_CACHE") or str(tmp_path_factory.mktemp("sps_cache"))
     torch.set_num_threads(2)
 
 

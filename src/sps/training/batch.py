@@ -124,7 +124,8 @@ def completion_logits(model, batch: RolloutBatch) -> torch.Tensor:
     prompt runs once and its KV cache is copied to its rows, then the completions run on top. The
     values and gradients are those of one forward over the (B, Lp + T) batch, at a fraction of the
     cost when prompts are long next to completions (a chat prompt of 100 tokens, answers of 10).
-    Under gradient checkpointing, which turns the KV cache off, every row runs whole.
+    Under gradient checkpointing, which turns the KV cache off, and under torch.distributed, every
+    row runs whole.
     """
     device = next(model.parameters()).device
     mask = batch.attention_mask.to(device)
@@ -133,7 +134,10 @@ def completion_logits(model, batch: RolloutBatch) -> torch.Tensor:
     lp, width = batch.prompt_length, batch.completion_ids.shape[1]
     prompts, row_of = torch.unique(torch.cat([ids[:, :lp], mask[:, :lp]], dim=-1), dim=0, return_inverse=True)
     checkpointing = any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
-    if len(prompts) == len(ids) or checkpointing:
+    # Sharded processes must make the same forward calls (FSDP gathers the weights per call), and
+    # whether rows share prompts differs between them, so a distributed run keeps every row whole.
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if len(prompts) == len(ids) or checkpointing or distributed:
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1)
         return out.logits[:, :-1]  # the logits at column j predict the token at column j + 1
     from transformers import DynamicCache

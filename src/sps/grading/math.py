@@ -9,15 +9,13 @@ one into text can hang (`Grade.extracted` is always the answer's text).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from functools import lru_cache
 from operator import itemgetter
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
 
-from sps.grading.base import Grade
-from sps.grading.pool import Failure, WorkerPool
+from sps.grading.base import Grade, PooledGrader
 from sps.tasks.problem import Problem
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -117,7 +115,7 @@ def _warm_up() -> None:
     grade_math_serial("\\boxed{\\frac{1}{2}}", "0.5")
 
 
-class MathGrader:
+class MathGrader(PooledGrader):
     """Grades math completions with math-verify in worker processes, each under a hard timeout.
 
     The workers start at construction: importing math-verify takes a second or two per worker, which
@@ -127,23 +125,9 @@ class MathGrader:
     name = "math"
 
     def __init__(self, workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
-        self._pool = WorkerPool(grade_math_serial, workers, timeout_s, initializer=_warm_up)
+        # Items by gold: each worker caches the golds it has parsed.
+        super().__init__(grade_math_serial, workers, timeout_s, initializer=_warm_up, key=itemgetter(1))
         self._pool.start()
 
-    def grade(self, completions: Sequence[str], problems: Sequence[Problem]) -> list[Grade]:
-        """One Grade per (completion, problem) pair, in order."""
-        if len(completions) != len(problems):
-            raise ValueError(f"got {len(completions)} completions for {len(problems)} problems")
-        pairs = zip(completions, (problem.answer for problem in problems), strict=True)
-        results = self._pool.map(pairs, key=itemgetter(1))  # by gold: each worker caches parsed golds
-        return [Grade(False, r.status, detail=r.detail) if isinstance(r, Failure) else r for r in results]
-
-    def close(self) -> None:
-        """Stop the worker processes."""
-        self._pool.close()
-
-    def __enter__(self) -> MathGrader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def arguments(self, completion: str, problem: Problem) -> tuple:
+        return completion, problem.answer

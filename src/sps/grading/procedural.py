@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from functools import lru_cache
 
-from sps.grading.base import Grade
+from sps.grading.base import Grade, PooledGrader
 from sps.grading.math import last_boxed
-from sps.grading.pool import Failure, WorkerPool
 from sps.tasks.problem import Problem
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -68,30 +66,15 @@ def _warm_up() -> None:
     import reasoning_gym  # noqa: F401
 
 
-class ProceduralGrader:
+class ProceduralGrader(PooledGrader):
     """Grades reasoning-gym completions with their tasks' scorers, in worker processes."""
 
     name = "reasoning_gym"
 
     def __init__(self, workers: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
-        self._pool = WorkerPool(grade_procedural_serial, workers, timeout_s, initializer=_warm_up)
+        super().__init__(grade_procedural_serial, workers, timeout_s, initializer=_warm_up)
 
-    def grade(self, completions: Sequence[str], problems: Sequence[Problem]) -> list[Grade]:
-        """One Grade per (completion, problem) pair, in order."""
-        if len(completions) != len(problems):
-            raise ValueError(f"got {len(completions)} completions for {len(problems)} problems")
-        for problem in problems:
-            if "rg_entry" not in problem.meta:
-                raise ValueError(f"problem {problem.id!r} is not from an rg: task; the reasoning_gym grader needs one")
-        results = self._pool.map(zip(completions, (p.meta for p in problems), strict=True))
-        return [Grade(False, r.status, detail=r.detail) if isinstance(r, Failure) else r for r in results]
-
-    def close(self) -> None:
-        """Stop the worker processes."""
-        self._pool.close()
-
-    def __enter__(self) -> ProceduralGrader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def arguments(self, completion: str, problem: Problem) -> tuple:
+        if "rg_entry" not in problem.meta:
+            raise ValueError(f"problem {problem.id!r} is not from an rg: task; the reasoning_gym grader needs one")
+        return completion, problem.meta

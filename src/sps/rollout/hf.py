@@ -4,7 +4,8 @@ Why not `model.generate`: on small models the per-token overhead of `generate` (
 stopping criteria, finished rows that keep being computed) dominates. This loop prefills each
 distinct prompt once and copies its cache to its `n` samples, writes the cache into buffers sized
 for the whole generation, drops finished rows from the batch as they accumulate, and records the
-log-probability of every sampled token, which the RL update needs as the "old" policy's log-probs. `bench/rollout_throughput.py` measures it against `generate`.
+log-probability of every sampled token, which the RL update needs as the "old" policy's log-probs.
+`bench/rollout_throughput.py` measures it against `generate`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def eos_token_ids(model, tokenizer) -> set[int]:
 def cache_argument(model) -> str:
     """The forward's name for the KV cache: transformers renamed `past_key_values` to `cache` during 5.x."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def mask_positions(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) position ids of a left-padded (B, L) attention mask: 0 at each row's first real token."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -146,7 +152,7 @@ class HFEngine:
         slot = {p: i for i, p in enumerate(distinct)}
         input_ids, mask = left_pad([prompt_ids[p] for p in distinct], self.tokenizer.pad_token_id, device)
         padded = not bool(mask.all())
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = mask_positions(mask)
 
         # Prefill each distinct prompt once, then give every sample its own copy of the cache.
         cache = preallocated_cache(self.model.config, input_ids.shape[1] + params.max_new_tokens)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from sps.rollout.base import Completion
+from sps.rollout.hf import cache_argument, mask_positions
 
 
 @dataclass
@@ -128,30 +130,35 @@ def completion_logits(model, batch: RolloutBatch) -> torch.Tensor:
     row runs whole.
     """
     device = next(model.parameters()).device
-    mask = batch.attention_mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    ids = batch.input_ids.to(device)
+    mask, ids = batch.attention_mask.to(device), batch.input_ids.to(device)
+    positions = mask_positions(mask)
     lp, width = batch.prompt_length, batch.completion_ids.shape[1]
-    prompts, row_of = torch.unique(torch.cat([ids[:, :lp], mask[:, :lp]], dim=-1), dim=0, return_inverse=True)
     checkpointing = any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
     # Sharded processes must make the same forward calls (FSDP gathers the weights per call), and
     # whether rows share prompts differs between them, so a distributed run keeps every row whole.
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if len(prompts) == len(ids) or checkpointing or distributed:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1)
-        return out.logits[:, :-1]  # the logits at column j predict the token at column j + 1
-    from transformers import DynamicCache
+    if not (checkpointing or distributed):
+        prompts, row_of = torch.unique(torch.cat([ids[:, :lp], mask[:, :lp]], dim=-1), dim=0, return_inverse=True)
+        if len(prompts) < len(ids):
+            return shared_prompt_logits(model, ids, mask, positions, prompts, row_of, lp, width)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1)
+    return out.logits[:, :-1]  # the logits at column j predict the token at column j + 1
 
-    from sps.rollout.hf import cache_argument
 
-    cache = DynamicCache(config=model.config)
+def shared_prompt_logits(model, ids, mask, positions, prompts, row_of, lp: int, width: int) -> torch.Tensor:
+    """completion_logits with each distinct prompt run once.
+
+    ids, mask, positions: (B, Lp + T); prompts: (P, 2 Lp) the distinct prompt ids and masks side by
+    side; row_of: (B,) each row's prompt. Returns (B, T, V).
+    """
+    cache, cache_name = DynamicCache(config=model.config), cache_argument(model)
     prompt_mask = prompts[:, lp:]
-    out = model(input_ids=prompts[:, :lp], attention_mask=prompt_mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
+    out = model(input_ids=prompts[:, :lp], attention_mask=prompt_mask, position_ids=mask_positions(prompt_mask),
+                use_cache=True, logits_to_keep=1, **{cache_name: cache})
     first = out.logits[row_of, -1:]  # (B, 1, V): predicts completion token 0
     if width == 1:
         return first
     cache.batch_select_indices(row_of)  # differentiable: each row's copy sends its gradient back to the prompt
     out = model(input_ids=ids[:, lp:-1], attention_mask=mask[:, :-1], position_ids=positions[:, lp:-1],
-                use_cache=True, **{cache_argument(model): cache})
+                use_cache=True, **{cache_name: cache})
     return torch.cat([first, out.logits], dim=1)

@@ -1,18 +1,22 @@
-"""The HF rollout engine on a tiny random Llama: what it returns and that its log-probs are right."""
+"""The HF rollout engine on a tiny random Llama: what it returns and that its log-probs are right,
+with the prompt cache shared by a prompt's samples and (the fallback) copied to each."""
 
 import pytest
 import torch
 
 from sps.models.loading import load_policy
 from sps.rollout.base import SamplingParams
-from sps.rollout.hf import HFEngine, filter_logits
+from sps.rollout.hf import MULTINOMIAL_MAX_VOCAB, HFEngine, filter_logits, sample, supports_shared_prefix
 from sps.training.batch import collate, policy_logprobs
 
 
-@pytest.fixture(scope="module")
-def engine(random_llama):
+@pytest.fixture(scope="module", params=["shared prompt cache", "copied prompt cache"])
+def engine(random_llama, request):
     model, tokenizer = load_policy(str(random_llama), dtype="float32", device="cpu")
-    return HFEngine(model, tokenizer, batch_size=16)
+    engine = HFEngine(model, tokenizer, batch_size=16)
+    assert engine.shares_prefix  # a Llama: every layer attends to the whole context
+    engine.shares_prefix = request.param == "shared prompt cache"
+    return engine
 
 
 def prompts(engine, texts):
@@ -77,3 +81,49 @@ def test_bad_arguments_are_named(engine):
         SamplingParams(temperature=0)
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         engine.generate([[5], []], 1, SamplingParams(max_new_tokens=2))
+
+
+def test_shared_and_copied_prompt_caches_give_the_same_samples(random_llama):
+    # Grouped-query attention (4 query heads share 2 key/value heads); batches of 10 rows split
+    # prompts' groups across batches, and compaction leaves groups of unequal sizes; prompts of
+    # different lengths exercise the padding.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _, tokenizer = load_policy(str(random_llama), dtype="float32", device="cpu")
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id))
+    engine = HFEngine(model, tokenizer, batch_size=10)
+    ids = prompts(engine, ["1 2 3 4>10:", "7>7:", "  2 5>10:", "9 9>18:"])
+    params = SamplingParams(max_new_tokens=16)
+    results = {}
+    for shared in (True, False):
+        engine.shares_prefix = shared
+        results[shared] = [c for g in engine.generate(ids, 7, params, seed=5) for c in g]
+    assert [c.token_ids for c in results[True]] == [c.token_ids for c in results[False]]
+    for a, b in zip(results[True], results[False]):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    assert len({len(c.token_ids) for c in results[True]}) > 3  # rows finished at different steps
+
+
+def test_a_sliding_window_model_falls_back_to_copied_prompt_caches():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    model = MistralForCausalLM(MistralConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                             num_attention_heads=2, num_key_value_heads=1, sliding_window=8))
+    assert not supports_shared_prefix(model)
+
+
+def test_large_vocabulary_sampling_follows_the_distribution():
+    # Above MULTINOMIAL_MAX_VOCAB the engine samples by an exponential race on uniform numbers.
+    vocab = MULTINOMIAL_MAX_VOCAB + 1000
+    probs = torch.zeros(20000, vocab)
+    probs[:, [3, 70, 4500, vocab - 1]] = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    generator = torch.Generator().manual_seed(0)
+    drawn = sample(probs, generator)
+    counts = torch.bincount(drawn, minlength=vocab)
+    assert counts.sum() == 20000 and counts[[3, 70, 4500, vocab - 1]].sum() == 20000  # zero-probability tokens never drawn
+    # Each frequency within 4 standard errors of its probability.
+    for token, p in ((3, 0.5), (70, 0.3), (4500, 0.15), (vocab - 1, 0.05)):
+        assert abs(counts[token] / 20000 - p) < 4 * (p * (1 - p) / 20000) ** 0.5
+    assert torch.equal(drawn, sample(probs, torch.Generator().manual_seed(0)))

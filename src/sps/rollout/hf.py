@@ -2,25 +2,29 @@
 
 Why not `model.generate`: on small models the per-token overhead of `generate` (logits processors,
 stopping criteria, finished rows that keep being computed) dominates. This loop prefills each
-distinct prompt once and copies its cache to its `n` samples, writes the cache into buffers sized
-for the whole generation, drops finished rows from the batch as they accumulate, and records the
-log-probability of every sampled token, which the RL update needs as the "old" policy's log-probs.
+distinct prompt once and keeps its KV cache once for its `n` samples (their attention reads it
+through `shared_prefix_attention`), writes the completions' cache into buffers sized for the whole
+generation, drops finished rows from the batch as they accumulate, and records the log-probability
+of every sampled token, which the RL update needs as the "old" policy's log-probs.
 `bench/rollout_throughput.py` measures it against `generate`.
 """
 
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 
 import torch
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import DynamicLayer
+from transformers.masking_utils import AttentionMaskInterface
 
 from sps.rollout.base import Completion, SamplingParams
 
 # Compact the batch once this fraction of its rows has finished: each compaction copies the
 # KV cache, so doing it every step would cost more than it saves.
 COMPACT_FRACTION = 0.25
+MULTINOMIAL_MAX_VOCAB = 4096  # see sample()
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -65,6 +69,21 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def sample(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token id per row of probs (B, V). Returns (B,).
+
+    torch.multinomial draws an exponential random number per vocabulary entry, which costs 40 ns
+    each on a CPU: 15% of a SmolLM2 decode step at 128 rows over its 49k vocabulary. Above
+    MULTINOMIAL_MAX_VOCAB entries the same exponential race (the argmax of p / E, E ~ Exp(1)) is run
+    on uniform numbers, a fifth of the cost; small vocabularies (the testbed) keep
+    torch.multinomial, whose seeded samples the recorded testbed results come from.
+    """
+    if probs.shape[-1] <= MULTINOMIAL_MAX_VOCAB:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    exponentials = torch.empty_like(probs).uniform_(generator=generator).log_().neg_()
+    return (probs / exponentials).argmax(-1)
+
+
 class PreallocatedLayer(DynamicLayer):
     """A full-attention cache layer whose keys and values sit in buffers sized for the whole generation.
 
@@ -106,6 +125,145 @@ def preallocated_cache(config, capacity: int) -> DynamicCache:
     return cache
 
 
+class SharedPrefix:
+    """The prompts' KV cache, kept once per prompt while its samples decode, and which row reads which.
+
+    Each prompt is prefilled on its own, so no padding is computed (a third of the prefill for
+    chat prompts of mixed lengths), and its cache is kept once: copying it to each of its n
+    samples would make every decode step read the prompt n times (a fifth of a SmolLM2 decode
+    step) and hold n copies in memory. The samples of a prompt are gathered into one group, so
+    attention over the prompt is one matmul per prompt (shared_prefix_attention).
+    Builds `cache`, the empty decode cache of the completions, and `last_logits` (P, V).
+    """
+
+    attention = "sps_shared_prefix"
+
+    def __init__(self, model, prompts: list[list[int]], row_prompt: torch.Tensor, cache_kwarg: str, max_new_tokens: int):
+        width, device = max(len(ids) for ids in prompts), model.device
+        self.bias = torch.full((len(prompts), width), float("-inf"), device=device)  # (P, L): 0 at real tokens
+        last_logits = []
+        for i, ids in enumerate(prompts):
+            prefill = DynamicCache(config=model.config)
+            out = model(input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1, **{cache_kwarg: prefill})
+            last_logits.append(out.logits[0, -1].float())
+            if i == 0:  # per layer (P, kv_heads, L, head_dim), prompts right-aligned as with left padding
+                self.keys = [layer.keys.new_zeros((len(prompts), *layer.keys.shape[1:2], width, layer.keys.shape[-1])) for layer in prefill.layers]
+                self.values = [torch.zeros_like(keys) for keys in self.keys]
+            for layer, keys, values in zip(prefill.layers, self.keys, self.values):
+                keys[i, :, width - len(ids) :] = layer.keys[0]
+                values[i, :, width - len(ids) :] = layer.values[0]
+            self.bias[i, width - len(ids) :] = 0
+        self.last_logits = torch.stack(last_logits)
+        self.cache = preallocated_cache(model.config, max_new_tokens)
+        self.select(None, row_prompt)
+
+    def select(self, keep: torch.Tensor | None, row_prompt: torch.Tensor) -> None:
+        """Set the batch's rows: row_prompt (B,) is each row's prompt, non-decreasing down the batch."""
+        counts = torch.bincount(row_prompt, minlength=self.bias.shape[0])
+        self.group_size = int(counts.max())
+        first = counts.cumsum(0) - counts  # the first row of each prompt's group
+        offset = torch.arange(len(row_prompt), device=row_prompt.device) - first[row_prompt]
+        self.slot = row_prompt * self.group_size + offset  # (B,) each row's place in the (P, G) groups
+
+    def step_kwargs(self) -> dict:
+        """The model's keyword arguments for the next decode step."""
+        return {"shared_prefix": self, "attention_mask": None}
+
+
+class CopiedPrefix:
+    """The fallback for models whose attention cannot be swapped: the prompts are prefilled together,
+    left-padded, and every row gets its own copy of its prompt's cache in the decode cache, with an
+    attention mask that grows with the completion. Same attributes as SharedPrefix."""
+
+    attention = None  # the model's own
+
+    def __init__(self, model, prompts: list[list[int]], row_prompt: torch.Tensor, cache_kwarg: str, max_new_tokens: int):
+        input_ids, mask = left_pad(prompts, 0, model.device)  # padding is masked, so its id does not matter
+        self.padded = not bool(mask.all())
+        self.cache = preallocated_cache(model.config, input_ids.shape[1] + max_new_tokens)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=mask if self.padded else None,
+            position_ids=mask_positions(mask),
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_kwarg: self.cache},
+        )
+        self.last_logits = out.logits[:, -1].float()
+        self.cache.batch_select_indices(row_prompt)
+        self.mask = mask[row_prompt]
+
+    def select(self, keep: torch.Tensor, row_prompt: torch.Tensor) -> None:
+        self.mask = self.mask[keep]
+
+    def step_kwargs(self) -> dict:
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)
+        return {"attention_mask": self.mask if self.padded else None}
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, shared_prefix=None, **kwargs):
+    """One decode step's attention over each row's prompt (read once per prompt) and its own completion.
+
+    query: (B, H, 1, D); key, value: (B, H_kv, T, D), the completion so far with this step's token
+    (every row in the batch has decoded the same number of tokens, so nothing is masked there).
+    The two parts are softmaxed jointly by merging their log-sum-exps. Returns ((B, 1, H, D), None).
+    """
+    prefix: SharedPrefix = shared_prefix
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    per_kv = heads // kv_heads
+    prompts, group = prefix.bias.shape[0], prefix.group_size
+    q = query[:, :, 0].reshape(rows, kv_heads, per_kv, dim)
+
+    def to_groups(x):  # (B, H_kv, per_kv, k) -> (P, H_kv, G * per_kv, k)
+        grouped = x.new_zeros((prompts * group, *x.shape[1:]))
+        grouped[prefix.slot] = x
+        return grouped.view(prompts, group, kv_heads, per_kv, -1).transpose(1, 2).reshape(prompts, kv_heads, group * per_kv, -1)
+
+    def to_rows(x):  # the inverse of to_groups
+        return x.view(prompts, kv_heads, group, per_kv, -1).transpose(1, 2).reshape(prompts * group, kv_heads, per_kv, -1)[prefix.slot]
+
+    layer = module.layer_idx
+    prompt_scores = (to_groups(q) @ prefix.keys[layer].transpose(-1, -2)).float() * scaling + prefix.bias[:, None, None, :]
+    prompt_max = prompt_scores.amax(-1, keepdim=True)
+    prompt_weights = (prompt_scores - prompt_max).exp()
+    prompt_out = to_rows((prompt_weights.to(value.dtype) @ prefix.values[layer]).float())
+    prompt_sum, prompt_max = to_rows(prompt_weights.sum(-1, keepdim=True)), to_rows(prompt_max)
+
+    own_scores = (q @ key.transpose(-1, -2)).float() * scaling  # (B, H_kv, per_kv, T)
+    own_max = own_scores.amax(-1, keepdim=True)
+    own_weights = (own_scores - own_max).exp()
+    own_out = (own_weights.to(value.dtype) @ value).float()
+
+    top = torch.maximum(prompt_max, own_max)
+    prompt_scale, own_scale = (prompt_max - top).exp(), (own_max - top).exp()
+    total = prompt_sum * prompt_scale + own_weights.sum(-1, keepdim=True) * own_scale
+    out = (prompt_out * prompt_scale + own_out * own_scale) / total
+    return out.to(query.dtype).reshape(rows, 1, heads, dim), None
+
+
+AttentionInterface.register(SharedPrefix.attention, shared_prefix_attention)
+AttentionMaskInterface.register(SharedPrefix.attention, lambda *args, **kwargs: None)  # shared_prefix_attention masks itself
+
+
+def supports_shared_prefix(model) -> bool:
+    """Whether the model's attention can be swapped for shared_prefix_attention: it dispatches through
+    transformers' attention interface and every layer attends to the whole context (no sliding window)."""
+    layers = DynamicCache(config=model.config).layers
+    return bool(getattr(model, "_supports_attention_backend", False)) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+@contextmanager
+def attention_implementation(model, name: str | None):
+    """Run the model's attention layers with the named implementation (None: as they are), restoring the old one after."""
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = name or previous
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = previous
+
+
 class HFEngine:
     """Samples from a Hugging Face causal LM with the model's own forward and a DynamicCache.
 
@@ -120,6 +278,7 @@ class HFEngine:
         self.batch_size = batch_size
         self.eos_ids = eos_token_ids(model, tokenizer)
         self.cache_kwarg = cache_argument(model)
+        self.shares_prefix = supports_shared_prefix(model)
 
     @torch.no_grad()
     def generate(
@@ -150,25 +309,14 @@ class HFEngine:
         device = self.model.device
         distinct = sorted({p for p, _ in chunk})
         slot = {p: i for i, p in enumerate(distinct)}
-        input_ids, mask = left_pad([prompt_ids[p] for p in distinct], self.tokenizer.pad_token_id, device)
-        padded = not bool(mask.all())
-        positions = mask_positions(mask)
-
-        # Prefill each distinct prompt once, then give every sample its own copy of the cache.
-        cache = preallocated_cache(self.model.config, input_ids.shape[1] + params.max_new_tokens)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask if padded else None,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-            **{self.cache_kwarg: cache},
-        )
         row_of = torch.tensor([slot[p] for p, _ in chunk], device=device)
-        logits = out.logits[:, -1].float()[row_of]
-        cache.batch_select_indices(row_of)
-        mask = mask[row_of]
-        next_position = positions[row_of, -1:] + 1
+        # Prefill each distinct prompt once. Its samples then read that cache through
+        # shared_prefix_attention where the model allows, else each gets its own copy.
+        prefix = (SharedPrefix if self.shares_prefix else CopiedPrefix)(
+            self.model, [prompt_ids[p] for p in distinct], row_of, self.cache_kwarg, params.max_new_tokens
+        )
+        cache, logits = prefix.cache, prefix.last_logits[row_of]
+        next_position = torch.tensor([[len(prompt_ids[p])] for p, _ in chunk], device=device)
 
         rows = len(chunk)
         tokens = torch.full((rows, params.max_new_tokens), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
@@ -179,36 +327,37 @@ class HFEngine:
         alive = torch.arange(rows, device=device)  # the original row of each row still in the batch
         eos = torch.tensor(sorted(self.eos_ids), device=device)
 
-        for t in range(params.max_new_tokens):
-            scaled = logits / params.temperature
-            probs = filter_logits(scaled, params.top_k, params.top_p).softmax(-1)
-            sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            live = ~stopped[alive]  # rows that finished since the last compaction sample nothing
-            target = alive[live]
-            tokens[target, t] = sampled[live]
-            log_dist = scaled.log_softmax(-1)
-            logprobs[target, t] = log_dist.gather(-1, sampled[:, None]).squeeze(-1)[live]
-            entropies[target, t] = -(log_dist.exp() * log_dist).sum(-1)[live]
-            lengths[target] += 1
-            stopped[target[torch.isin(sampled[live], eos)]] = True
-            finished = stopped[alive]
-            done = int(finished.sum())  # the step's one host sync
-            if t + 1 == params.max_new_tokens or done == len(alive):
-                break
-            if done >= COMPACT_FRACTION * len(alive):
-                keep = (~finished).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
-                alive, sampled, mask, next_position = alive[keep], sampled[keep], mask[keep], next_position[keep]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
-            out = self.model(
-                input_ids=sampled[:, None],
-                attention_mask=mask if padded else None,
-                position_ids=next_position,
-                use_cache=True,
-                **{self.cache_kwarg: cache},
-            )
-            logits = out.logits[:, -1].float()
-            next_position = next_position + 1
+        with attention_implementation(self.model, prefix.attention):
+            for t in range(params.max_new_tokens):
+                scaled = logits / params.temperature
+                probs = filter_logits(scaled, params.top_k, params.top_p).softmax(-1)
+                sampled = sample(probs, generator)
+                live = ~stopped[alive]  # rows that finished since the last compaction sample nothing
+                target = alive[live]
+                tokens[target, t] = sampled[live]
+                log_dist = scaled.log_softmax(-1)
+                logprobs[target, t] = log_dist.gather(-1, sampled[:, None]).squeeze(-1)[live]
+                entropies[target, t] = -(log_dist.exp() * log_dist).sum(-1)[live]
+                lengths[target] += 1
+                stopped[target[torch.isin(sampled[live], eos)]] = True
+                finished = stopped[alive]
+                done = int(finished.sum())  # the step's one host sync
+                if t + 1 == params.max_new_tokens or done == len(alive):
+                    break
+                if done >= COMPACT_FRACTION * len(alive):
+                    keep = (~finished).nonzero().squeeze(-1)
+                    cache.batch_select_indices(keep)
+                    alive, sampled, next_position = alive[keep], sampled[keep], next_position[keep]
+                    prefix.select(keep, row_of[alive])
+                out = self.model(
+                    input_ids=sampled[:, None],
+                    position_ids=next_position,
+                    use_cache=True,
+                    **prefix.step_kwargs(),
+                    **{self.cache_kwarg: cache},
+                )
+                logits = out.logits[:, -1].float()
+                next_position = next_position + 1
 
         tokens, logprobs, entropies = tokens.cpu(), logprobs.cpu(), entropies.cpu()
         lengths, stopped = lengths.cpu(), stopped.cpu()

@@ -60,6 +60,28 @@ def test_logprobs_match_a_teacher_forced_forward_pass(engine, temperature):
     assert {c.finish_reason for g in groups for c in g} == {"stop", "length"}  # both paths exercised
 
 
+def test_rows_that_end_at_their_first_token_leave_the_batch(engine):
+    # Half the vocabulary ends a completion, so about half the rows stop at their first token and
+    # are dropped before the first decode step (when the shared path's completion cache is empty).
+    model, tokenizer = engine.model, engine.tokenizer
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = list(range(0, len(tokenizer), 2))
+    try:
+        short = HFEngine(model, tokenizer, batch_size=32)
+        short.shares_prefix = engine.shares_prefix
+        ids = prompts(short, ["1 2 3 4>10:", "7>7:", "  2 5>10:"])
+        groups = short.generate(ids, 8, SamplingParams(max_new_tokens=6), seed=0)
+    finally:
+        model.generation_config.eos_token_id = saved
+    lengths = [len(c.token_ids) for g in groups for c in g]
+    assert lengths.count(1) >= 6 and max(lengths) > 1
+    batch = collate(ids, groups, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logps, _ = policy_logprobs(model, batch, 1.0)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(logps[mask], batch.old_logps[mask], atol=1e-4)
+
+
 def test_top_k_one_is_greedy(engine):
     ids = prompts(engine, ["3 4>12:"])
     group = engine.generate(ids, 4, SamplingParams(top_k=1, max_new_tokens=8), seed=0)[0]

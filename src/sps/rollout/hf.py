@@ -114,6 +114,8 @@ class PreallocatedLayer(DynamicLayer):
         return self.length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if not self.is_initialized:  # nothing written yet: rows finished at their first token
+            return
         self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
         self.keys, self.values = self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
 

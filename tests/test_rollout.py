@@ -6,7 +6,7 @@ import torch
 
 from sps.models.loading import load_policy
 from sps.rollout.base import SamplingParams
-from sps.rollout.hf import MULTINOMIAL_MAX_VOCAB, HFEngine, filter_logits, sample, supports_shared_prefix
+from sps.rollout.hf import MULTINOMIAL_MAX_VOCAB, HFEngine, filter_logits, prefill_buckets, sample, supports_shared_prefix
 from sps.training.batch import collate, policy_logprobs
 
 
@@ -116,7 +116,8 @@ def test_shared_and_copied_prompt_caches_give_the_same_samples(random_llama):
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id))
     engine = HFEngine(model, tokenizer, batch_size=10)
-    ids = prompts(engine, ["1 2 3 4>10:", "7>7:", "  2 5>10:", "9 9>18:"])
+    ids = prompts(engine, ["1 2 3 4>10:", "7>7:", "  2 5>10:", "9 9>18:", "1 2 " * 100 + ">300:"])
+    assert len(prefill_buckets([len(i) for i in ids])) == 2  # the long prompt is prefilled on its own
     params = SamplingParams(max_new_tokens=16)
     results = {}
     for shared in (True, False):
@@ -126,6 +127,14 @@ def test_shared_and_copied_prompt_caches_give_the_same_samples(random_llama):
     for a, b in zip(results[True], results[False]):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
     assert len({len(c.token_ids) for c in results[True]}) > 3  # rows finished at different steps
+
+
+def test_prefill_buckets_minimise_computed_positions_plus_a_cost_per_call():
+    # Sorted: 100, 110, 120 | 290, 300 | 500 computes 3*120 + 2*300 + 500 = 1460 positions in 3 calls
+    # (1460 + 3*256 = 2228); one call would compute 6*500 = 3000 (3256), two at best 5*300 + 500 (2512).
+    assert prefill_buckets([100, 300, 120, 290, 110, 500], call_cost=256) == [[0, 4, 2], [3, 1], [5]]
+    assert prefill_buckets([10, 12, 11], call_cost=256) == [[0, 2, 1]]
+    assert prefill_buckets([10, 12, 11], call_cost=0) == [[0], [2], [1]]
 
 
 def test_a_sliding_window_model_falls_back_to_copied_prompt_caches():

@@ -25,6 +25,7 @@ from sps.rollout.base import Completion, SamplingParams
 # KV cache, so doing it every step would cost more than it saves.
 COMPACT_FRACTION = 0.25
 MULTINOMIAL_MAX_VOCAB = 4096  # see sample()
+PREFILL_CALL_COST = 256  # a prefill call's fixed cost, in prompt positions (see prefill_buckets)
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -127,11 +128,30 @@ def preallocated_cache(config, capacity: int) -> DynamicCache:
     return cache
 
 
+def prefill_buckets(lengths: list[int], call_cost: int = PREFILL_CALL_COST) -> list[list[int]]:
+    """Group prompts (by index) for prefill calls, each left-padded to its longest prompt.
+
+    One call pads every prompt to the longest (a third more positions for chat prompts of mixed
+    lengths); one call per prompt pays the forward's fixed cost per prompt (more than the whole
+    prefill of the testbed). Splits the prompts, sorted by length, where the total of computed
+    positions plus call_cost per call is least (dynamic programming over the split points).
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    sorted_lengths = [lengths[i] for i in order]
+    best, split = [0] + [None] * len(order), [0] * (len(order) + 1)  # best[j]: the first j prompts
+    for j in range(1, len(order) + 1):
+        best[j], split[j] = min((best[i] + (j - i) * sorted_lengths[j - 1] + call_cost, i) for i in range(j))
+    buckets, j = [], len(order)
+    while j:
+        buckets.append(order[split[j] : j])
+        j = split[j]
+    return buckets[::-1]
+
+
 class SharedPrefix:
     """The prompts' KV cache, kept once per prompt while its samples decode, and which row reads which.
 
-    Each prompt is prefilled on its own, so no padding is computed (a third of the prefill for
-    chat prompts of mixed lengths), and its cache is kept once: copying it to each of its n
+    Prompts are prefilled in groups of similar length (prefill_buckets), and each prompt's cache is kept once: copying it to each of its n
     samples would make every decode step read the prompt n times (a fifth of a SmolLM2 decode
     step) and hold n copies in memory. The samples of a prompt are gathered into one group, so
     attention over the prompt is one matmul per prompt (shared_prefix_attention).
@@ -143,18 +163,23 @@ class SharedPrefix:
     def __init__(self, model, prompts: list[list[int]], row_prompt: torch.Tensor, cache_kwarg: str, max_new_tokens: int):
         width, device = max(len(ids) for ids in prompts), model.device
         self.bias = torch.full((len(prompts), width), float("-inf"), device=device)  # (P, L): 0 at real tokens
-        last_logits = []
-        for i, ids in enumerate(prompts):
+        last_logits = [None] * len(prompts)
+        for bucket in prefill_buckets([len(ids) for ids in prompts]):
+            input_ids, mask = left_pad([prompts[i] for i in bucket], 0, device)  # padding is masked: its id does not matter
             prefill = DynamicCache(config=model.config)
-            out = model(input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1, **{cache_kwarg: prefill})
-            last_logits.append(out.logits[0, -1].float())
-            if i == 0:  # per layer (P, kv_heads, L, head_dim), prompts right-aligned as with left padding
-                self.keys = [layer.keys.new_zeros((len(prompts), *layer.keys.shape[1:2], width, layer.keys.shape[-1])) for layer in prefill.layers]
+            padded = not bool(mask.all())
+            out = model(input_ids=input_ids, attention_mask=mask if padded else None, position_ids=mask_positions(mask),
+                        use_cache=True, logits_to_keep=1, **{cache_kwarg: prefill})
+            if not hasattr(self, "keys"):  # per layer (P, kv_heads, L, head_dim), prompts right-aligned
+                self.keys = [layer.keys.new_zeros((len(prompts), layer.keys.shape[1], width, layer.keys.shape[-1])) for layer in prefill.layers]
                 self.values = [torch.zeros_like(keys) for keys in self.keys]
+            rows, start = torch.tensor(bucket, device=device), width - input_ids.shape[1]
             for layer, keys, values in zip(prefill.layers, self.keys, self.values):
-                keys[i, :, width - len(ids) :] = layer.keys[0]
-                values[i, :, width - len(ids) :] = layer.values[0]
-            self.bias[i, width - len(ids) :] = 0
+                keys[rows, :, start:] = layer.keys
+                values[rows, :, start:] = layer.values
+            self.bias[rows, start:] = torch.zeros_like(mask, dtype=self.bias.dtype).masked_fill(mask == 0, float("-inf"))
+            for i, logits in zip(bucket, out.logits[:, -1].float()):
+                last_logits[i] = logits
         self.last_logits = torch.stack(last_logits)
         self.cache = preallocated_cache(model.config, max_new_tokens)
         self.select(None, row_prompt)

@@ -13,6 +13,7 @@ rerunning continues an interrupted head-to-head.
 
     python experiments/head_to_head.py                      # everything (prints a time estimate first)
     python experiments/head_to_head.py --methods passk,simko --workers 2
+    python experiments/head_to_head.py --defaults-only --seeds 0 --methods sps+passk   # SPS with a peer's advantage
     python experiments/head_to_head.py --defaults-only --seeds 0   # a first look: authors' defaults, one seed
     python experiments/head_to_head.py --summary            # only rebuild the table and figures
     # smoke test of the driver (minutes): a tiny model, few steps and problems, its own folders
@@ -71,6 +72,9 @@ SETTINGS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
                          {f"d{d}": ["--adaptive_entropy.delta", d, "--adaptive_entropy.coef_max", m]
                           for d, m in (("1e-3", "0.05"), ("5e-3", "0.25"), ("2e-2", "1.0"))}),
 }
+# "sps+<method>" is SPS's IRL step combined with a peer: configs/testbed/sps.yaml with <method>'s
+# settings (its advantage or loss applies to the RL steps; the IRL step is orthogonal to both).
+COMBINED = "sps+"
 REFERENCES = ("grpo", "grpo-kl", "sps")  # the ablation's variants
 PASS1_SLACK = 0.02  # the selection rule: Pass@1 at most this far below GRPO's (on countdown-val)
 MINUTES_PER_RUN = 4.5  # one run with its evaluation, two side by side on 2 cores (docs/method.md: about 4, 8.5 with a reference model)
@@ -80,7 +84,9 @@ def settings(methods: list[str], knobs: bool = True) -> dict[str, tuple[str, lis
     """setting name -> (method, overrides) for the given methods (their defaults only unless knobs)."""
     found = {}
     for method in methods:
-        default, knob = SETTINGS[method]
+        if method.removeprefix(COMBINED) not in SETTINGS:
+            raise SystemExit(f"unknown method {method!r}: choose from {', '.join(SETTINGS)}, or {COMBINED}<one of them>")
+        default, knob = SETTINGS[method.removeprefix(COMBINED)]
         found[method] = (method, default)
         if knobs:
             found.update({f"{method}-{label}": (method, default + extra) for label, extra in knob.items()})
@@ -92,7 +98,7 @@ def folder_of(runs: Path, setting: str, seed: int) -> Path:
 
 
 def job(runs: Path, setting: str, overrides: list[str], seed: int, steps: int, evaluations: dict[str, list[str]], extra: list[str]) -> str:
-    config, base = VARIANTS[setting] if setting in REFERENCES else ("grpo", [])
+    config, base = VARIANTS[setting] if setting in REFERENCES else ("sps" if setting.startswith(COMBINED) else "grpo", [])
     train_and_evaluate(folder_of(runs, setting, seed), config, [*REGIMES["fixed"], *base, *overrides, *extra], seed, steps, evaluations)
     return f"{setting}/seed{seed}: {', '.join(evaluations)} done"
 
@@ -168,7 +174,8 @@ def plot(test: dict[str, list[dict]], base: dict | None, path_pareto: Path, path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=",".join(SETTINGS), help="comma-separated, from: " + ", ".join(SETTINGS))
+    parser.add_argument("--methods", default=",".join(SETTINGS),
+                        help=f"comma-separated, from: {', '.join(SETTINGS)}; {COMBINED}<method> runs SPS with that method's settings")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the test runs (selection uses the first)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)

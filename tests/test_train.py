@@ -44,8 +44,9 @@ def test_a_run_writes_its_log_evaluations_probes_and_checkpoints(tiny_testbed, t
     log = rows(run_dir)
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     for key in ("reward", "entropy", "frac_reward_zero_std", "clip_ratio/region", "distinct_correct_per_prompt", "top1_share",
-                "logp/correct", "completions/mean_length", "time/generate", "tokens_per_second/train", "loss", "grad_norm"):
-        assert key in log[-1], key
+                "logp/correct", "completions/mean_length", "time/generate", "tokens_per_second/train", "loss", "grad_norm",
+                "grading/no_answer_fraction", "grading/timeout_fraction"):
+        assert all(key in r for r in log), key  # every step, even one whose fraction is 0
     assert sorted(p.name for p in (run_dir / "evals").iterdir()) == ["step_000000", "step_000002", "step_000004"]
     assert (run_dir / "evals" / "step_000004" / "metrics.json").is_file()
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_000004"]  # keep_checkpoints=1

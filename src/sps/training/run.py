@@ -24,6 +24,7 @@ from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS, SCALINGS, zero_std_f
 from sps.algorithms.losses import AGGREGATIONS
 from sps.algorithms.policy_losses import POLICY_LOSSES
 from sps.evaluation.metrics import solved_diversity
+from sps.grading.base import STATUSES
 from sps.io import append_jsonl, atomic_write_jsonl, atomic_write_text, read_jsonl, read_jsonl_repairing
 from sps.progress import progress_bar
 from sps.tasks.prompts import MODES
@@ -121,7 +122,7 @@ def rollout_metrics(world: World, batch: RolloutBatch, rewards: torch.Tensor, gr
     metrics["distinct_answers_per_prompt"] = diversity["distinct_answers_per_solved"] or 0.0
     metrics["top1_share"] = diversity["top1_share"] if diversity["top1_share"] is not None else float("nan")
     metrics["solved_fraction"] = float(correct.view(-1, group_size).any(-1).float().mean())
-    for status in sorted(set(merged["statuses"]) - {"ok"}):
+    for status in (s for s in STATUSES if s != "ok"):  # every step logs each, 0 included, so a key never goes missing
         metrics[f"grading/{status}_fraction"] = merged["statuses"].count(status) / len(merged["statuses"])
     return metrics
 

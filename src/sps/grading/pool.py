@@ -169,13 +169,15 @@ class WorkerPool:
         self.close()
 
     def _dispatch(self, worker: _Worker, queues: Queues) -> None:
-        """Send `worker` a chunk: items with its last key, then with keys no busy worker has, then the oldest."""
+        """Send `worker` a chunk: items with its last key, then with keys no other worker last had, then the oldest."""
         queued = sum(len(queue) for queue in queues.values())
         size = max(1, min(MAX_CHUNK, queued // (CHUNKS_PER_WORKER * len(self._workers))))
-        busy_keys = {other.key for other in self._workers if other.pending}
+        # Another worker's key stays its own while that worker waits for its next chunk, so a key's
+        # items are split between workers only once every key still queued is some worker's.
+        claimed = {other.key for other in self._workers if other is not worker}
         while queues and len(worker.pending) < size:
             if worker.key not in queues:
-                worker.key = next((key for key in queues if key not in busy_keys), next(iter(queues)))
+                worker.key = next((key for key in queues if key not in claimed), next(iter(queues)))
             queue = queues[worker.key]
             worker.pending.append((worker.key, queue.popleft()))
             if not queue:

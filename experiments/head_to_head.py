@@ -84,9 +84,10 @@ def settings(methods: list[str], knobs: bool = True) -> dict[str, tuple[str, lis
     """setting name -> (method, overrides) for the given methods (their defaults only unless knobs)."""
     found = {}
     for method in methods:
-        if method.removeprefix(COMBINED) not in SETTINGS:
+        peer = method.removeprefix(COMBINED)
+        if peer not in SETTINGS:
             raise SystemExit(f"unknown method {method!r}: choose from {', '.join(SETTINGS)}, or {COMBINED}<one of them>")
-        default, knob = SETTINGS[method.removeprefix(COMBINED)]
+        default, knob = SETTINGS[peer]
         found[method] = (method, default)
         if knobs:
             found.update({f"{method}-{label}": (method, default + extra) for label, extra in knob.items()})

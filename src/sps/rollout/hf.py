@@ -148,12 +148,21 @@ def prefill_buckets(lengths: list[int], call_cost: int = PREFILL_CALL_COST) -> l
     return buckets[::-1]
 
 
+def prefill_prompts(model, prompts: list[list[int]], cache: DynamicCache, cache_kwarg: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the prompts, left-padded, through the model into `cache`. Returns their (P, L) attention
+    mask and the logits at each prompt's last token, (P, V)."""
+    input_ids, mask = left_pad(prompts, 0, model.device)  # padding is masked, so its id does not matter
+    out = model(input_ids=input_ids, attention_mask=None if mask.all() else mask, position_ids=mask_positions(mask),
+                use_cache=True, logits_to_keep=1, **{cache_kwarg: cache})
+    return mask, out.logits[:, -1].float()
+
+
 class SharedPrefix:
     """The prompts' KV cache, kept once per prompt while its samples decode, and which row reads which.
 
-    Prompts are prefilled in groups of similar length (prefill_buckets), and each prompt's cache is kept once: copying it to each of its n
-    samples would make every decode step read the prompt n times (a fifth of a SmolLM2 decode
-    step) and hold n copies in memory. The samples of a prompt are gathered into one group, so
+    Prompts are prefilled in groups of similar length (prefill_buckets), and each prompt's cache is
+    kept once: copying it to each of its n samples would make every decode step read the prompt n
+    times (a fifth of a SmolLM2 decode step) and hold n copies in memory. The samples of a prompt are gathered into one group, so
     attention over the prompt is one matmul per prompt (shared_prefix_attention).
     Builds `cache`, the empty decode cache of the completions, and `last_logits` (P, V).
     """
@@ -164,22 +173,21 @@ class SharedPrefix:
         width, device = max(len(ids) for ids in prompts), model.device
         self.bias = torch.full((len(prompts), width), float("-inf"), device=device)  # (P, L): 0 at real tokens
         last_logits = [None] * len(prompts)
+        keys = values = None
         for bucket in prefill_buckets([len(ids) for ids in prompts]):
-            input_ids, mask = left_pad([prompts[i] for i in bucket], 0, device)  # padding is masked: its id does not matter
             prefill = DynamicCache(config=model.config)
-            padded = not bool(mask.all())
-            out = model(input_ids=input_ids, attention_mask=mask if padded else None, position_ids=mask_positions(mask),
-                        use_cache=True, logits_to_keep=1, **{cache_kwarg: prefill})
-            if not hasattr(self, "keys"):  # per layer (P, kv_heads, L, head_dim), prompts right-aligned
-                self.keys = [layer.keys.new_zeros((len(prompts), layer.keys.shape[1], width, layer.keys.shape[-1])) for layer in prefill.layers]
-                self.values = [torch.zeros_like(keys) for keys in self.keys]
-            rows, start = torch.tensor(bucket, device=device), width - input_ids.shape[1]
-            for layer, keys, values in zip(prefill.layers, self.keys, self.values):
-                keys[rows, :, start:] = layer.keys
-                values[rows, :, start:] = layer.values
-            self.bias[rows, start:] = torch.zeros_like(mask, dtype=self.bias.dtype).masked_fill(mask == 0, float("-inf"))
-            for i, logits in zip(bucket, out.logits[:, -1].float()):
-                last_logits[i] = logits
+            mask, logits = prefill_prompts(model, [prompts[i] for i in bucket], prefill, cache_kwarg)
+            if keys is None:  # per layer (P, kv_heads, L, head_dim), prompts right-aligned
+                keys = [layer.keys.new_zeros((len(prompts), layer.keys.shape[1], width, layer.keys.shape[-1])) for layer in prefill.layers]
+                values = [torch.zeros_like(k) for k in keys]
+            rows, start = torch.tensor(bucket, device=device), width - mask.shape[1]
+            for layer, layer_keys, layer_values in zip(prefill.layers, keys, values):
+                layer_keys[rows, :, start:] = layer.keys
+                layer_values[rows, :, start:] = layer.values
+            self.bias[rows, start:] = torch.where(mask.bool(), 0.0, float("-inf"))
+            for i, row_logits in zip(bucket, logits):
+                last_logits[i] = row_logits
+        self.keys, self.values = keys, values
         self.last_logits = torch.stack(last_logits)
         self.cache = preallocated_cache(model.config, max_new_tokens)
         self.select(None, row_prompt)
@@ -205,18 +213,9 @@ class CopiedPrefix:
     attention = None  # the model's own
 
     def __init__(self, model, prompts: list[list[int]], row_prompt: torch.Tensor, cache_kwarg: str, max_new_tokens: int):
-        input_ids, mask = left_pad(prompts, 0, model.device)  # padding is masked, so its id does not matter
+        self.cache = preallocated_cache(model.config, max(len(ids) for ids in prompts) + max_new_tokens)
+        mask, self.last_logits = prefill_prompts(model, prompts, self.cache, cache_kwarg)
         self.padded = not bool(mask.all())
-        self.cache = preallocated_cache(model.config, input_ids.shape[1] + max_new_tokens)
-        out = model(
-            input_ids=input_ids,
-            attention_mask=mask if self.padded else None,
-            position_ids=mask_positions(mask),
-            use_cache=True,
-            logits_to_keep=1,
-            **{cache_kwarg: self.cache},
-        )
-        self.last_logits = out.logits[:, -1].float()
         self.cache.batch_select_indices(row_prompt)
         self.mask = mask[row_prompt]
 

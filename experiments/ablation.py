@@ -49,6 +49,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "sps-K1-lambda3": ("sps", ["--sps.reshape_strength", "3"]),
     "sps-K1-irl-lr3": ("sps", ["--sps.irl_learning_rate_scale", "3"]),
     "sps-irl2": ("sps", ["--sps.irl_steps", "2"]),
+    # The IRL ideas docs/method.md left untried, from the shipped default: weight demos by how often
+    # they were sampled instead of by likelihood; act only on the tokens where the demos fork.
+    "sps-freq": ("sps", ["--sps.demo_weighting", "frequency"]),
+    "sps-fork": ("sps", ["--sps.irl_tokens", "fork"]),
+    # Fork tokens are about a tenth of the demo tokens, so the same demo weight on them is a ~10x
+    # stronger pull per token: a quarter of it.
+    "sps-fork-c0.25": ("sps", ["--sps.irl_tokens", "fork", "--sps.pull_coef", "0.25"]),
     "grpo-entropy": ("grpo", ["--entropy_coef", "0.01"]),
     "grpo-kl": ("grpo", ["--beta", "0.04"]),
     "grpo-replay": ("grpo", ["--replay_buffer", "true"]),

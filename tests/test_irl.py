@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from sps.algorithms.irl import (
+    all_tokens,
     demo_weights,
     first_of_each,
+    fork_tokens,
+    frequency_score,
     irl_token_loss,
     irl_token_weights,
     select_demos,
@@ -40,6 +43,28 @@ def test_max_weight_holds_and_weights_still_sum_to_one():
     assert w.sum() == pytest.approx(1.0)
     # An impossible cap (below 1/d) gives uniform weights rather than breaking.
     assert torch.allclose(demo_weights(torch.tensor([-1.0, -3.0]), 2.0, max_weight=0.2), torch.full((2,), 0.5))
+
+
+def test_frequency_weights_are_inverse_powers_of_the_sampling_count():
+    counts = torch.tensor([8.0, 2.0, 1.0])
+    w = demo_weights(frequency_score(torch.zeros(3), counts), strength=1.0)
+    assert torch.allclose(w, torch.tensor([1 / 8, 1 / 2, 1.0]) / (1 / 8 + 1 / 2 + 1), atol=1e-6)
+    w = demo_weights(frequency_score(torch.zeros(3), counts), strength=0.5)  # 8^-0.5 : 2^-0.5 : 1
+    assert float(w[0] / w[2]) == pytest.approx(8**-0.5, rel=1e-5)
+
+
+def test_fork_tokens_mark_where_demos_with_a_shared_prefix_continue_differently():
+    demos = [[1, 2, 3, 9], [1, 2, 4, 9], [1, 5, 9], [1, 2, 3, 9]]  # the last repeats the first
+    fork = fork_tokens(demos, width=5)
+    assert fork.tolist() == [
+        [False, True, True, False, False],  # after [1]: 2 or 5; after [1, 2]: 3 or 4
+        [False, True, True, False, False],
+        [False, True, False, False, False],  # after [1, 5] only 9 follows
+        [False, True, True, False, False],
+    ]
+    assert not fork_tokens([[1, 2, 3]], width=3).any()  # one demo: nothing forks
+    assert fork_tokens([[1, 2], [1, 2, 3]], width=3).tolist() == [[False, False, False]] * 2  # a prefix ends without a token to differ
+    assert all_tokens([[1, 2], [3]], width=3).tolist() == [[True, True, False], [True, False, False]]
 
 
 def test_weight_statistics():

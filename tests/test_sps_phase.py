@@ -37,7 +37,8 @@ def test_joint_and_trigger_schedules():
 
 
 @pytest.mark.parametrize(("change", "named"), [({"schedule": "sometimes"}, "sps.schedule"), ({"irl_steps": 0}, "sps.rl_steps"),
-                                               ({"max_weight": 0.0}, "sps.max_weight"), ({"irl_mode": "pushpull"}, "sps.irl_mode")])
+                                               ({"max_weight": 0.0}, "sps.max_weight"), ({"irl_mode": "pushpull"}, "sps.irl_mode"),
+                                               ({"demo_weighting": "count"}, "sps.demo_weighting"), ({"irl_tokens": "forks"}, "sps.irl_tokens")])
 def test_inconsistent_settings_are_named(change, named):
     with pytest.raises(ValueError, match=named):
         validate_sps(replace(SPSConfig(), **change))
@@ -53,6 +54,16 @@ def test_buffer_keeps_the_newest_distinct_trajectories_inside_the_window():
     assert [text for _, text in buffer.demos("p", 5)] == ["c"]  # "a" (step 2) is out of the window at step 5
     buffer.forget_expired(6)
     assert buffer.entries == {}
+
+
+def test_buffer_counts_how_often_each_trajectory_was_sampled():
+    buffer = DemoBuffer(window=3, size=2)
+    for step, text in [(1, "a"), (1, "a"), (2, "b"), (2, "a")]:
+        buffer.add("p", step, [1], text)
+    assert (buffer.times_seen("p", "a"), buffer.times_seen("p", "b"), buffer.times_seen("p", "c")) == (3, 1, 0)
+    # a checkpoint from before the buffer counted sightings loads with one sighting each
+    buffer.load_state_dict({"entries": {"p": {"a": ([1], 2)}}})
+    assert buffer.times_seen("p", "a") == 1 and buffer.demos("p", 2) == [([1], "a")]
 
 
 def completion(ids: list[int], logp: float) -> Completion:
@@ -74,3 +85,21 @@ def test_demos_from_a_batch_dedup_weight_and_skip_prompts_without_a_correct_roll
     assert torch.allclose(demos.weight, expected, atol=1e-6)
     none = build_demos(cfg, [[3]], ["b"], rollouts[1:], correct[1:], None, 1, None, pad_id=0)
     assert none is None
+
+
+def test_frequency_weighting_and_fork_tokens_in_the_demo_batch():
+    cfg = SPSConfig(demo_source="batch", dedup=True, reshape_strength=1.0, max_weight=1.0, demo_weighting="frequency", irl_tokens="fork")
+    rollouts = [
+        [completion([5, 6], -0.1), completion([5, 6], -0.1), completion([5, 6], -0.1), completion([5, 8, 9], -2.0)],
+        [completion([5], -0.3), completion([6], -0.3)],  # one correct demo: nothing forks, the prompt is skipped
+    ]
+    correct = [[True, True, True, True], [True, False]]
+    demos = build_demos(cfg, [[1, 2], [3]], ["a", "b"], rollouts, correct, None, 1, None, pad_id=0)
+    assert demos.num_prompts["pull"] == 1 and demos.batch.texts == ["5 6", "5 8 9"]
+    # sampled 3 times and once: weights 1/3 : 1, whatever their likelihoods
+    assert torch.allclose(demos.weight, torch.tensor([0.25, 0.75]))
+    assert demos.token_mask.tolist() == [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]  # both start with 5, then fork
+    assert demos.stats["irl/scoped_token_fraction"] == pytest.approx(2 / 5)
+    everywhere = build_demos(replace(cfg, irl_tokens="all"), [[1, 2], [3]], ["a", "b"], rollouts, correct, None, 1, None, pad_id=0)
+    assert everywhere.num_prompts["pull"] == 2
+    assert torch.equal(everywhere.token_mask, everywhere.batch.completion_mask)

@@ -112,9 +112,10 @@ def test_grpo_raises_the_reward_on_a_recurring_prompt_set(tiny_testbed, tmp_path
     assert mean(last) > 2 * mean(first) + 0.02, (mean(first), mean(last))
 
 
-def test_sps_alternates_rl_and_irl_steps_and_logs_its_demonstrations(tiny_testbed, tmp_path):
+@pytest.mark.parametrize("variant", [{}, {"demo_weighting": "frequency", "irl_tokens": "fork"}])
+def test_sps_alternates_rl_and_irl_steps_and_logs_its_demonstrations(tiny_testbed, tmp_path, variant):
     # Every prompt recurs every step, so the buffer holds what earlier steps found.
-    sps = replace(TrainConfig().sps, rl_steps=1, irl_steps=1, reuse_rollouts=False, demo_source="buffer")
+    sps = replace(TrainConfig().sps, rl_steps=1, irl_steps=1, reuse_rollouts=False, demo_source="buffer", **variant)
     cfg = tiny_run(tiny_testbed, tmp_path / "run", algorithm="sps", sps=sps, train_size=16, prompts_per_step=16,
                    num_generations=8, max_steps=6, eval_every=-1, probe_problems=0, save_every=100)
     log = rows(train(cfg, show_progress=False))
@@ -125,6 +126,7 @@ def test_sps_alternates_rl_and_irl_steps_and_logs_its_demonstrations(tiny_testbe
         assert r["irl/demos"] >= r["irl/prompts_with_demos"] >= 1
         assert 1.0 <= r["irl/effective_demos"] <= r["irl/demos"]
         assert r["loss"] == r["loss"] and r["nonfinite_updates"] == 0  # a real, finite IRL update
+        assert (r["irl/scoped_token_fraction"] < 1.0) == (sps.irl_tokens == "fork")
     assert all(r["buffer/prompts"] >= 1 for r in log[1:])
 
 

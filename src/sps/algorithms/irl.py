@@ -8,7 +8,8 @@ each distinct one counted once, tilted towards those the policy finds unlikely. 
 flatter than pi over correct trajectories, moving mass from the squeezed head to the rare ones.
 
 Shapes: k candidate trajectories of one prompt; mean_logps (k,) are length-normalised
-log-likelihoods (mean token log-prob) under the rollout policy.
+log-likelihoods (mean token log-prob) under the rollout policy; counts (k,) how many times each
+was sampled.
 """
 
 from __future__ import annotations
@@ -70,6 +71,51 @@ def demo_weights(mean_logps: torch.Tensor, strength: float, max_weight: float = 
     return weights.float()
 
 
+def likelihood_score(mean_logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """How likely the policy finds each demo, by its mean token log-likelihood. (d,), (d,) -> (d,)."""
+    return mean_logps
+
+
+def frequency_score(mean_logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """How likely the policy finds each demo, by how often it was sampled: log count. A trajectory
+    the policy samples 8 times as often gets 8^-lambda of the weight, whatever its length. (d,), (d,) -> (d,)."""
+    return counts.double().clamp_min(1).log()
+
+
+# sps.demo_weighting -> the score s whose softmax(-lambda * s) weights a prompt's demos.
+DEMO_SCORES = {"likelihood": likelihood_score, "frequency": frequency_score}
+
+
+def all_tokens(sequences: list[list[int]], width: int) -> torch.Tensor:
+    """Every token of every demo. Returns (d, width) bool, False on padding."""
+    mask = torch.zeros(len(sequences), width, dtype=torch.bool)
+    for i, seq in enumerate(sequences):
+        mask[i, : len(seq)] = True
+    return mask
+
+
+def fork_tokens(sequences: list[list[int]], width: int) -> torch.Tensor:
+    """The tokens where a prompt's demos fork: token t of demo i is marked when the demos that
+    share its first t tokens continue with more than one distinct token there. A demo alone,
+    or the shared stem of several, has no fork tokens. Returns (d, width) bool."""
+    root: dict = {}  # a trie of the demos: token -> children
+    for seq in sequences:
+        node = root
+        for token in seq:
+            node = node.setdefault(token, {})
+    mask = torch.zeros(len(sequences), width, dtype=torch.bool)
+    for i, seq in enumerate(sequences):
+        node = root
+        for t, token in enumerate(seq):
+            mask[i, t] = len(node) > 1
+            node = node[token]
+    return mask
+
+
+# sps.irl_tokens -> which tokens of a prompt's demos the IRL loss acts on.
+IRL_TOKEN_SCOPES = {"all": all_tokens, "fork": fork_tokens}
+
+
 def weight_stats(weights: torch.Tensor) -> tuple[float, float]:
     """(effective number of demonstrations 1 / sum w^2, entropy of w) for weights summing to 1."""
     effective = float(1.0 / (weights.double() ** 2).sum())
@@ -81,7 +127,7 @@ def irl_token_weights(mask: torch.Tensor, demo_weight: torch.Tensor) -> torch.Te
     """Per-token weights of the IRL loss: each demo's weight spread evenly over its tokens, so a
     demo contributes its mean token log-likelihood times its weight.
 
-    mask: (b, T); demo_weight: (b,) >= 0: the demo's weight within its prompt, times the
+    mask: (b, T) the tokens the loss acts on; demo_weight: (b,) >= 0: the demo's weight within its prompt, times the
     coefficient of its term, divided by the number of prompts with demonstrations (so the loss
     is a mean over prompts). Returns (b, T).
     """

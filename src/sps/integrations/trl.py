@@ -157,7 +157,7 @@ class SPSGRPOTrainer(GRPOTrainer):
             )
         logps = policy_logprobs(model, demos.batch, temperature)[0]
         device = logps.device
-        weights = irl_token_weights(demos.batch.completion_mask, demos.weight / num_prompts).to(device)
+        weights = irl_token_weights(demos.token_mask, demos.weight / num_prompts).to(device)
         old = demos.batch.old_logps.to(device)
         per_token = irl_token_loss(logps, old, demos.direction.to(device), self.sps.irl_epsilon, self.sps.irl_beta)
         return (weights * per_token).sum(), demos.stats

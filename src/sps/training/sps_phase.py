@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
-from sps.algorithms.irl import demo_weights, first_of_each, select_demos, weight_stats
+from sps.algorithms.irl import (
+    DEMO_SCORES,
+    IRL_TOKEN_SCOPES,
+    demo_weights,
+    first_of_each,
+    select_demos,
+    weight_stats,
+)
 from sps.rollout.base import Completion
 from sps.training.batch import RolloutBatch, collate_rows
 from sps.training.config import SPSConfig
@@ -24,6 +31,8 @@ def validate_sps(cfg: SPSConfig) -> None:
         (cfg.schedule in SCHEDULES, f"sps.schedule must be one of {', '.join(SCHEDULES)}"),
         (cfg.irl_mode in IRL_MODES, f"sps.irl_mode must be one of {', '.join(IRL_MODES)}"),
         (cfg.demo_source in DEMO_SOURCES, f"sps.demo_source must be one of {', '.join(DEMO_SOURCES)}"),
+        (cfg.demo_weighting in DEMO_SCORES, f"sps.demo_weighting must be one of {', '.join(DEMO_SCORES)}"),
+        (cfg.irl_tokens in IRL_TOKEN_SCOPES, f"sps.irl_tokens must be one of {', '.join(IRL_TOKEN_SCOPES)}"),
         (cfg.trigger_statistic in TRIGGER_STATISTICS, f"sps.trigger_statistic must be one of {', '.join(TRIGGER_STATISTICS)}"),
         (cfg.rl_steps >= 1 and cfg.irl_steps >= 1, "sps.rl_steps and sps.irl_steps must be >= 1"),
         (cfg.buffer_window >= 1 and cfg.buffer_size >= 1, "sps.buffer_window and sps.buffer_size must be >= 1"),
@@ -61,29 +70,34 @@ def step_phase(cfg: SPSConfig, step: int, stats: dict[str, float]) -> str:
 
 class DemoBuffer:
     """Per prompt, the distinct correct trajectories that on-policy rollouts found in the last
-    `window` steps, at most `size` of them (the most recently seen kept)."""
+    `window` steps, at most `size` of them (the most recently seen kept), with how many times each
+    was sampled since it entered the buffer."""
 
     def __init__(self, window: int, size: int):
         self.window = window
         self.size = size
-        self.entries: dict[str, dict[str, tuple[list[int], int]]] = {}  # id -> text -> (token ids, last step seen)
+        self.entries: dict[str, dict[str, tuple[list[int], int, int]]] = {}  # id -> text -> (token ids, last step seen, times seen)
 
     def add(self, problem_id: str, step: int, token_ids: list[int], text: str) -> None:
         found = self.entries.setdefault(problem_id, {})
-        found.pop(text, None)  # re-inserting moves it to the newest end
-        found[text] = (token_ids, step)
+        _, _, times = found.pop(text, (None, None, 0))  # re-inserting moves it to the newest end
+        found[text] = (token_ids, step, times + 1)
         while len(found) > self.size:
             del found[next(iter(found))]
 
     def demos(self, problem_id: str, step: int) -> list[tuple[list[int], str]]:
         """(token ids, text) of the buffered trajectories still inside the window at `step`."""
         found = self.entries.get(problem_id, {})
-        return [(ids, text) for text, (ids, seen) in found.items() if step - seen < self.window]
+        return [(ids, text) for text, (ids, seen, _) in found.items() if step - seen < self.window]
+
+    def times_seen(self, problem_id: str, text: str) -> int:
+        """How many times `text` was sampled for the prompt since it entered the buffer (0 if absent)."""
+        return self.entries.get(problem_id, {}).get(text, (None, None, 0))[2]
 
     def forget_expired(self, step: int) -> None:
         for problem_id in list(self.entries):
             found = self.entries[problem_id]
-            for text in [t for t, (_, seen) in found.items() if step - seen >= self.window]:
+            for text in [t for t, (_, seen, _) in found.items() if step - seen >= self.window]:
                 del found[text]
             if not found:
                 del self.entries[problem_id]
@@ -92,17 +106,20 @@ class DemoBuffer:
         return {"window": self.window, "size": self.size, "entries": self.entries}
 
     def load_state_dict(self, state: dict) -> None:
-        self.entries = state["entries"]
+        # Checkpoints written before the buffer counted sightings hold (ids, step): count those once.
+        self.entries = {pid: {text: (entry[0], entry[1], entry[2] if len(entry) > 2 else 1) for text, entry in found.items()}
+                        for pid, found in state["entries"].items()}
 
 
 @dataclass
 class DemoBatch:
-    """The demonstrations of one IRL update. Row i: a demo with its direction (+1 pull, -1 push)
-    and weight (its weight within its prompt times the term's coefficient)."""
+    """The demonstrations of one IRL update. Row i: a demo with its direction (+1 pull, -1 push),
+    weight (its weight within its prompt times the term's coefficient) and the tokens the loss acts on."""
 
     batch: RolloutBatch
     direction: torch.Tensor  # (D,)
     weight: torch.Tensor  # (D,)
+    token_mask: torch.Tensor  # (D, T) float, 1 where the IRL loss acts (sps.irl_tokens)
     num_prompts: dict[str, int]  # prompts with demos, per term ("pull", "push")
     stats: dict[str, float]
 
@@ -123,27 +140,31 @@ def build_demos(
     score(batch) -> (B, T) log-probs of the rows under the current policy (no gradient): used for
     buffered demos, which carry no rollout log-probs. Rollout log-probs serve batch demos.
     """
-    candidates = []  # per prompt: (completions, correct flags)
+    candidates = []  # per prompt: (completions, correct flags, times each was sampled)
     for p, pid in enumerate(problem_ids):
         if cfg.demo_source == "buffer":
             found = buffer.demos(pid, step)
             completions = [Completion(ids, text, [0.0] * len(ids), "stop") for ids, text in found]
-            candidates.append((completions, [True] * len(completions)))
+            candidates.append((completions, [True] * len(completions), [buffer.times_seen(pid, text) for _, text in found]))
         else:
-            candidates.append((rollouts[p], correct[p]))
-    rows = [(p, c) for p, (completions, _) in enumerate(candidates) for c in completions]
+            texts = [c.text for c in rollouts[p]]
+            candidates.append((rollouts[p], correct[p], [texts.count(t) for t in texts]))
+    rows = [(p, c) for p, (completions, _, _) in enumerate(candidates) for c in completions]
     if not rows:
         return None
     pool = collate_rows([prompt_ids[p] for p, _ in rows], [c for _, c in rows], pad_id)
     if cfg.demo_source == "buffer":
         pool.old_logps = score(pool) * pool.completion_mask
     mean_logps = pool.old_logps.sum(-1) / pool.completion_mask.sum(-1).clamp(min=1)
+    counts = torch.tensor([n for _, _, times in candidates for n in times], dtype=torch.float)
+    demo_score = DEMO_SCORES[cfg.demo_weighting](mean_logps, counts)  # (N,)
+    token_scope = torch.zeros_like(pool.completion_mask, dtype=torch.bool)  # (N, T), set per prompt below
 
     chosen, direction, weight = [], [], []
     num_prompts = {"pull": 0, "push": 0}
     effective, entropies = [], []
     start = 0
-    for completions, flags in candidates:
+    for completions, flags, _ in candidates:
         index = torch.arange(start, start + len(completions))
         start += len(completions)
         if not len(index):
@@ -151,10 +172,12 @@ def build_demos(
         picked = index[select_demos(torch.tensor(flags, dtype=torch.bool), mean_logps[index], cfg.demos, cfg.demo_quantile)]
         if cfg.dedup:
             picked = first_of_each(pool.texts, picked)
-        if not len(picked):
-            continue
+        scope = IRL_TOKEN_SCOPES[cfg.irl_tokens]([completions[i - int(index[0])].token_ids for i in picked.tolist()], token_scope.shape[1])
+        if not scope.any():
+            continue  # no demos, or nothing to reshape among them (one demo, with irl_tokens: fork)
+        token_scope[picked] = scope
         if cfg.irl_mode in ("pull", "pull_push"):
-            w = demo_weights(mean_logps[picked], cfg.reshape_strength, cfg.max_weight)
+            w = demo_weights(demo_score[picked], cfg.reshape_strength, cfg.max_weight)
             chosen.append(picked)
             direction.append(torch.ones(len(picked)))
             weight.append(cfg.pull_coef * w)
@@ -167,7 +190,7 @@ def build_demos(
             if len(head):
                 chosen.append(head)
                 direction.append(-torch.ones(len(head)))
-                weight.append(cfg.push_coef * demo_weights(mean_logps[head], -cfg.reshape_strength, cfg.max_weight))
+                weight.append(cfg.push_coef * demo_weights(demo_score[head], -cfg.reshape_strength, cfg.max_weight))
                 num_prompts["push"] += 1
     if not chosen:
         return None
@@ -179,4 +202,6 @@ def build_demos(
         "irl/weight_entropy": sum(entropies) / len(entropies) if entropies else 0.0,
         "irl/demo_mean_logp": float(mean_logps[index].mean()),
     }
-    return DemoBatch(pool.rows(index), torch.cat(direction), torch.cat(weight), num_prompts, stats)
+    stats["irl/scoped_token_fraction"] = float(token_scope[index].sum() / pool.completion_mask[index].sum())
+    batch = pool.rows(index)
+    return DemoBatch(batch, torch.cat(direction), torch.cat(weight), token_scope[index, : batch.completion_mask.shape[1]].float(), num_prompts, stats)

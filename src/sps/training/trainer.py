@@ -331,7 +331,7 @@ def irl_part(cfg: TrainConfig, world: World, demos: DemoBatch, scale: float) -> 
     """The SPS IRL loss on the step's demonstrations: a weighted mean over prompts."""
     prompts = {k: max(float(world.sum(torch.tensor(float(v)))), 1.0) for k, v in demos.num_prompts.items()}
     per_prompt = torch.where(demos.direction > 0, prompts["pull"], prompts["push"])
-    weights = irl_token_weights(demos.batch.completion_mask, scale * demos.weight / per_prompt)
+    weights = irl_token_weights(demos.token_mask, scale * demos.weight / per_prompt)
 
     def token_loss(forward: PolicyForward, index: torch.Tensor):
         logps = forward.logps

@@ -76,6 +76,7 @@ SETTINGS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
 # settings (its advantage or loss applies to the RL steps; the IRL step is orthogonal to both).
 COMBINED = "sps+"
 REFERENCES = ("grpo", "grpo-kl", "sps")  # the ablation's variants
+ABLATION_RECORD = RESULTS / "ablation.json"  # the references' test results, per seed, as the ablation recorded them
 PASS1_SLACK = 0.02  # the selection rule: Pass@1 at most this far below GRPO's (on countdown-val)
 MINUTES_PER_RUN = 4.5  # one run with its evaluation, two side by side on 2 cores (docs/method.md: about 4, 8.5 with a reference model)
 
@@ -102,6 +103,15 @@ def job(runs: Path, setting: str, overrides: list[str], seed: int, steps: int, e
     config, base = VARIANTS[setting] if setting in REFERENCES else ("sps" if setting.startswith(COMBINED) else "grpo", [])
     train_and_evaluate(folder_of(runs, setting, seed), config, [*REGIMES["fixed"], *base, *overrides, *extra], seed, steps, evaluations)
     return f"{setting}/seed{seed}: {', '.join(evaluations)} done"
+
+
+def recorded_references(path: Path = ABLATION_RECORD) -> dict[tuple[str, int], dict]:
+    """(reference, seed) -> its test metrics as the ablation recorded them (same regime, model and
+    evaluation), so the head-to-head need not train them again; empty without a record."""
+    if not path.is_file():
+        return {}
+    runs = json.loads(path.read_text())["runs"].get("fixed", {})
+    return {(name, r["seed"]): {**r, "curve": {int(k): v for k, v in r["curve"].items()}} for name in REFERENCES for r in runs.get(name, [])}
 
 
 def choose(val: dict[str, dict], candidates: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
@@ -133,6 +143,9 @@ def table(val: dict[str, dict], test: dict[str, list[dict]], chosen: dict[str, s
             cells.append(f"{mean(values):.3f}" if len(values) == 1 else f"{mean(values):.3f} ({min(values):.3f}-{max(values):.3f})")
         method = next((m for m, s in chosen.items() if s == name), name)
         lines.append(f"| {method} | `{name}` | {len(runs)} | " + " | ".join(cells) + " |")
+    reused = [f"`{name}` seed {r['seed']}" for name, runs in test.items() for r in runs if r.get("recorded")]
+    if reused:
+        lines += ["", f"Taken from the ablation's record ({ABLATION_RECORD.relative_to(REPO)}), not trained again: {', '.join(reused)}."]
     lines += ["", "## Selection (countdown-val, seed 0)", "", "| setting | pass@1 | pass@64 | chosen |", "|---|---|---|---|"]
     marks = {name: "reference" if name in REFERENCES else "yes" for name in chosen.values()}
     lines += [f"| `{name}` | {m['pass@1']:.3f} | {m['pass@64']:.3f} | {marks.get(name, '')} |" for name, m in val.items()]
@@ -209,15 +222,23 @@ def main() -> None:
     if "grpo" not in val:
         raise SystemExit("no GRPO validation result yet: run without --summary first")
     chosen = {**{name: name for name in REFERENCES}, **choose(val, {k: v for k, v in candidates.items() if k not in REFERENCES})}
+    # The references' recorded seeds are not trained again (a run of one, where present, is used
+    # instead); they count only in the full regime they were recorded in.
+    recorded = {} if args.model or args.train_args or args.limit or args.steps != 100 else recorded_references()
     if not args.summary:
         with ThreadPoolExecutor(args.workers) as pool:
-            tests = [(name, candidates[name][1], seed, {"test": test_eval}) for name in chosen.values() for seed in seeds]
+            tests = [(name, candidates[name][1], seed, {"test": test_eval}) for name in chosen.values() for seed in seeds
+                     if (name, seed) not in recorded]
             for line in pool.map(lambda j: job(runs, *j[:3], args.steps, j[3], extra), tests):
                 print(line, flush=True)
     test = {}
     for name in chosen.values():
-        done = [{"seed": s, **run_metrics(folder_of(runs, name, s), "test")} for s in seeds
-                if (folder_of(runs, name, s) / "test" / "metrics.json").is_file()]
+        done = []
+        for s in seeds:
+            if (folder_of(runs, name, s) / "test" / "metrics.json").is_file():
+                done.append({"seed": s, **run_metrics(folder_of(runs, name, s), "test")})
+            elif (name, s) in recorded:
+                done.append({**recorded[name, s], "recorded": True})
         if done:
             test[name] = done
     base = base_metrics(base_folder)

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -136,11 +137,11 @@ def held_out_metrics(folder: Path) -> dict:
 
 def run_metrics(folder: Path, evaluation: str) -> dict:
     """held_out_metrics of a run's evaluation, with the training log's last-10-step reward and
-    entropy and its mean seconds per step."""
+    entropy and its median seconds per step (a median, so a paused run does not count its pause)."""
     log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     tail = log[-10:]
     return {**held_out_metrics(folder / evaluation), "train_reward": mean([r["reward"] for r in tail]),
-            "train_entropy": mean([r.get("entropy", math.nan) for r in tail]), "s_per_step": mean([r["time/step"] for r in log])}
+            "train_entropy": mean([r.get("entropy", math.nan) for r in tail]), "s_per_step": statistics.median(r["time/step"] for r in log)}
 
 
 def plot(summary: dict, base: dict | None, regime: str, highlight: dict[str, str], path: Path) -> None:

@@ -25,7 +25,8 @@ Runs: out/head_to_head/<setting>/seed<k>/ (val/ and test/ evaluations inside); G
 SPS share the ablation's runs, out/ablation/fixed/<name>/seed<k>/, and its base-model evaluation
 (in general <runs>/../ablation/).
 Results: experiments/results/head_to_head.md (and .json), head_to_head_pareto.png (Pass@1 against
-Pass@64, seed range as bars, the base model marked), head_to_head_passk.png (Pass@k of the best five).
+Pass@64, seed range as bars, the base model marked), head_to_head_passk.png (Pass@k of the best five),
+head_to_head_selection.png (the knob sweep on countdown-val: each method's settings as one curve).
 """
 
 from __future__ import annotations
@@ -186,6 +187,28 @@ def plot(test: dict[str, list[dict]], base: dict | None, path_pareto: Path, path
     finish(fig, [ax], "Pass@k of the five best (highest Pass@64)", path_curves)
 
 
+def plot_selection(val: dict[str, dict], candidates: dict[str, tuple[str, list[str]]], path: Path) -> None:
+    """The selection runs (seed 0, countdown-val) in the Pass@1-Pass@64 plane: a method's knob
+    settings joined by a line in Pass@1 order, so each method's trade-off curve shows."""
+    from sps.analysis.plots import finish, new_figure
+
+    fig, (ax,) = new_figure(1, 1, panel_size=(7.0, 5.6))
+    palette = iter(["tab:orange", "tab:green", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "tab:gray"] * 4)
+    for method in dict.fromkeys(m for m, _ in candidates.values()):
+        names = sorted((n for n, (m, _) in candidates.items() if m == method and n in val), key=lambda n: val[n]["pass@1"])
+        if not names:
+            continue
+        colour = {"grpo": "tab:red", "grpo-kl": "tab:brown", "sps": "tab:blue"}.get(method) or next(palette)
+        ax.plot([val[n]["pass@1"] for n in names], [val[n]["pass@64"] for n in names], marker="o", markersize=4, color=colour, label=method)
+        for n in names:  # a setting by its knob label; a method's defaults by the method's name
+            ax.annotate(n.removeprefix(method).lstrip("-") or method, (val[n]["pass@1"], val[n]["pass@64"]),
+                        fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("Pass@1 (countdown-val, seed 0)")
+    ax.set_ylabel("Pass@64 (countdown-val, seed 0)")
+    ax.legend(fontsize=7, loc="lower left")
+    finish(fig, [ax], "Selection runs: each method's knob settings", path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(SETTINGS),
@@ -248,6 +271,8 @@ def main() -> None:
     (results / "head_to_head.md").write_text(text)
     if test:
         plot(test, base, results / "head_to_head_pareto.png", results / "head_to_head_passk.png")
+    if any(name not in REFERENCES and name != method for name, (method, _) in candidates.items()):  # a knob sweep ran
+        plot_selection(val, candidates, results / "head_to_head_selection.png")
     print(text)
 
 

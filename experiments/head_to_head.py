@@ -32,6 +32,7 @@ head_to_head_selection.png (the knob sweep on countdown-val: each method's setti
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shlex
 from concurrent.futures import ThreadPoolExecutor
@@ -193,7 +194,7 @@ def plot_selection(val: dict[str, dict], candidates: dict[str, tuple[str, list[s
     from sps.analysis.plots import finish, new_figure
 
     fig, (ax,) = new_figure(1, 1, panel_size=(7.0, 5.6))
-    palette = iter(["tab:orange", "tab:green", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "tab:gray"] * 4)
+    palette = itertools.cycle(["tab:orange", "tab:green", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "tab:gray"])
     for method in dict.fromkeys(m for m, _ in candidates.values()):
         names = sorted((n for n, (m, _) in candidates.items() if m == method and n in val), key=lambda n: val[n]["pass@1"])
         if not names:

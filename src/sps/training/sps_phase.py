@@ -3,6 +3,7 @@ rollouts into a batch of weighted demonstrations. The maths is in sps.algorithms
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -147,8 +148,8 @@ def build_demos(
             completions = [Completion(ids, text, [0.0] * len(ids), "stop") for ids, text in found]
             candidates.append((completions, [True] * len(completions), [buffer.times_seen(pid, text) for _, text in found]))
         else:
-            texts = [c.text for c in rollouts[p]]
-            candidates.append((rollouts[p], correct[p], [texts.count(t) for t in texts]))
+            sampled = Counter(c.text for c in rollouts[p])
+            candidates.append((rollouts[p], correct[p], [sampled[c.text] for c in rollouts[p]]))
     rows = [(p, c) for p, (completions, _, _) in enumerate(candidates) for c in completions]
     if not rows:
         return None

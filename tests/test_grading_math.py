@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sps.grading.base import Grade
-from sps.grading.math import MathGrader, grade_math_serial, last_boxed
+from sps.grading.math import TAIL_CHARS, MathGrader, grade_math_serial, last_boxed
 from sps.grading.registry import grade_one
 from sps.tasks.problem import Problem
 
@@ -117,6 +117,33 @@ def test_a_batch_grades_as_serial_with_a_stuck_item_among_them(grader):
     del completions[17], problems[17]  # never graded in this process: it could hang the test
     assert grades == [grade_math_serial(c, p.answer) for c, p in zip(completions, problems, strict=True)]
     assert sum(g.correct for g in grades) == 25
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "So $x = 2$ and the answer is $\\boxed{\\frac{1}{2}}$.",
+        "\\boxed{\\boxed{3} + \\{1\\}}",  # nested, with escaped braces
+        "first \\boxed{4}, then \\fbox{0.5} in the end",
+        "y = {{{ 2 ] \\boxed{18} }}}} \\boxed{ \\frac{1}",  # unbalanced, an unclosed last box
+        "no box, but the final answer is $\\frac{2}{4}$",
+        "a \\boxed{7} far back, " + "x + 1 = 2. " * 300 + "and $0.5$ at the end",  # box outside the tail
+        "I am not sure.",
+    ],
+)
+def test_the_graded_part_of_a_completion_grades_as_the_whole(grader, completion):
+    part = grader.graded_part(completion)
+    assert len(part) <= max(TAIL_CHARS, len(completion) // 2)
+    assert grade_math_serial(part, "0.5") == grade_math_serial(completion, "0.5")
+
+
+def test_samples_with_one_boxed_answer_after_different_reasoning_grade_as_serial(grader):
+    golds = ["0.5", "18"]
+    completions = [f"Step {i}: {'x' * i}. So \\boxed{{{['1/2', '18', '19'][i % 3]}}}." for i in range(64)]
+    problems = [Problem(id=g, problem="", answer=g) for g in golds]
+    grades = grader.grade(completions, [problems[i % 2] for i in range(64)])
+    assert grades == [grade_math_serial(c, golds[i % 2]) for i, c in enumerate(completions)]
+    assert sum(g.correct for g in grades) == 22  # '1/2' for gold 0.5 (i % 6 == 0), '18' for 18 (i % 6 == 1)
 
 
 def test_grade_one_convenience():

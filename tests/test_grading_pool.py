@@ -9,7 +9,9 @@ import time
 
 import pytest
 
+from sps.grading.base import Grade, PooledGrader
 from sps.grading.pool import CHUNKS_PER_WORKER, MAX_CHUNK, Failure, WorkerPool
+from sps.tasks.problem import Problem
 
 
 # Module-level helpers: spawned workers import this module to unpickle them.
@@ -40,6 +42,24 @@ def record(log: str, value: int, action: str = "") -> tuple[int, int]:
     if action == "crash":
         os._exit(7)
     return value, os.getpid()
+
+
+def grade_and_record(log: str, completion: str, answer: str) -> Grade:
+    """Exact-match grading that appends what it graded to the file `log`."""
+    with open(log, "a") as file:
+        file.write(f"{completion}|{answer}\n")
+    return Grade(completion == answer, "ok", completion)
+
+
+class RecordingGrader(PooledGrader):
+    name = "recording"
+
+    def __init__(self, log: str):
+        super().__init__(grade_and_record, workers=2, timeout_s=10.0)
+        self.log = log
+
+    def arguments(self, completion: str, problem: Problem) -> tuple:
+        return self.log, completion, problem.answer
 
 
 def meet(folder: str, count: int) -> int:
@@ -162,3 +182,15 @@ def test_close_stops_the_workers_and_a_later_call_starts_fresh_ones():
 def test_rejects_a_non_positive_timeout():
     with pytest.raises(ValueError, match="timeout_s"):
         WorkerPool(sleep_then_pid, timeout_s=0)
+
+
+def test_a_grader_grades_each_distinct_completion_of_a_problem_once(tmp_path):
+    log = tmp_path / "graded.txt"
+    first, second = Problem(id="a", problem="", answer="1"), Problem(id="b", problem="", answer="2")
+    completions = ["1", "2", "1", "1", "2", "3", "1", "2"]
+    problems = [first] * 4 + [second] * 4  # one object per problem, repeated per sample, as callers do
+    with RecordingGrader(str(log)) as grader:
+        grades = grader.grade(completions, problems)
+    assert [g.correct for g in grades] == [True, False, True, True, True, False, False, True]
+    assert [g.extracted for g in grades] == completions
+    assert sorted(log.read_text().split()) == ["1|1", "1|2", "2|1", "2|2", "3|2"]

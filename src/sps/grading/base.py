@@ -61,13 +61,31 @@ class PooledGrader:
     def arguments(self, completion: str, problem: Problem) -> tuple:
         raise NotImplementedError
 
+    def graded_part(self, completion: str) -> str:
+        """The part of a completion its grade depends on (all of it unless a subclass knows better):
+        completions with the same graded part and problem are graded once."""
+        return completion
+
     def grade(self, completions: Sequence[str], problems: Sequence[Problem]) -> list[Grade]:
-        """One Grade per (completion, problem) pair, in order."""
+        """One Grade per (completion, problem) pair, in order.
+
+        Each distinct (graded part, problem) is graded once: an RL group's samples often end in the
+        same answer (SmolLM2's 64 samples of a problem held 21 distinct completions before training
+        and 1 after). A problem is told apart by identity, as callers repeat one object per sample.
+        """
         if len(completions) != len(problems):
             raise ValueError(f"got {len(completions)} completions for {len(problems)} problems")
-        items = [self.arguments(c, p) for c, p in zip(completions, problems, strict=True)]
+        slots: dict[tuple[str, int], int] = {}  # (graded part, id(problem)) -> index among the items
+        items, item_of = [], []
+        for completion, problem in zip(completions, problems, strict=True):
+            part = self.graded_part(completion)
+            slot = slots.setdefault((part, id(problem)), len(items))
+            if slot == len(items):
+                items.append(self.arguments(part, problem))
+            item_of.append(slot)
         results = self._pool.map(items, key=self._key)
-        return [Grade(False, r.status, detail=r.detail) if isinstance(r, Failure) else r for r in results]
+        grades = [Grade(False, r.status, detail=r.detail) if isinstance(r, Failure) else r for r in results]
+        return [grades[slot] for slot in item_of]
 
     def close(self) -> None:
         """Stop the worker processes."""

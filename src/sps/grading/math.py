@@ -69,6 +69,14 @@ def grade_math_serial(completion: str, gold: str) -> Grade:
         )
 
 
+def graded_part(completion: str) -> str:
+    """The last box alone, or without one the tail: all `_grade` reads of a completion. Samples
+    that box the same answer after different reasoning are then graded once (`MathGrader`), and a
+    long completion is not sent to a worker whole."""
+    boxed = last_boxed(completion)
+    return completion[-TAIL_CHARS:] if boxed is None else f"\\boxed{{{boxed}}}"
+
+
 def _grade(completion: str, gold: str) -> Grade:
     gold_parsed = _parse_gold(gold)
     if not _has_math(gold_parsed):
@@ -128,6 +136,8 @@ class MathGrader(PooledGrader):
         # Items by gold: each worker caches the golds it has parsed.
         super().__init__(grade_math_serial, workers, timeout_s, initializer=_warm_up, key=itemgetter(1))
         self._pool.start()
+
+    graded_part = staticmethod(graded_part)
 
     def arguments(self, completion: str, problem: Problem) -> tuple:
         return completion, problem.answer

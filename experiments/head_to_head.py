@@ -64,7 +64,7 @@ SETTINGS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
                     {f"l{v}": ["--advantage.positive_weight", v] for v in ("0", "0.05", "0.25", "0.5")}),
     "focal": (["--advantage.focal_gamma", "0.5"], {f"g{v}": ["--advantage.focal_gamma", v] for v in ("0.25", "1", "2")}),
     "unlikeliness": (["--advantage.rank_penalty", "0.25"], {f"b{v}": ["--advantage.rank_penalty", v] for v in ("0.1", "0.5", "1")}),
-    "simko": (["--loss_mode", "simko"], {f"a{v}": ["--policy_loss.simko_alpha", v] for v in ("0.03", "0.1", "0.3")}),
+    "simko": (["--loss_mode", "simko"], {f"a{v}": ["--policy_loss.simko_alpha", v] for v in ("0.03", "0.1", "0.2", "0.3")}),
     # The authors run Clip-Cov with the PPO clip opened to 1 (ratio in [0, 2]).
     "clip_cov": (["--loss_mode", "clip_cov", "--epsilon", "1.0"], {f"r{v}": ["--policy_loss.clip_cov_ratio", v] for v in ("1e-3", "5e-3", "2e-2")}),
     "kl_cov": (["--loss_mode", "kl_cov"], {f"r{v}": ["--policy_loss.kl_cov_ratio", v] for v in ("2e-4", "1e-2", "5e-2")}),
@@ -176,7 +176,7 @@ def table(val: dict[str, dict], test: dict[str, list[dict]], chosen: dict[str, s
         for k in keys:
             values = [r[k] for r in runs]
             cells.append(f"{mean(values):.3f}" if len(values) == 1 else f"{mean(values):.3f} ({min(values):.3f}-{max(values):.3f})")
-        method = next((m for m, s in chosen.items() if s == name), name)
+        method = next((m for m, s in chosen.items() if s == name), None) or f"{candidates[name][0]}, not chosen"
         lines.append(f"| {method} | `{name}` | {len(runs)} | " + " | ".join(cells) + " |")
     reused = [f"`{name}` seed {r['seed']}" for name, runs in test.items() for r in runs if r.get("recorded")]
     if reused:
@@ -257,6 +257,8 @@ def main() -> None:
     parser.add_argument("--model", default="", help="start model (default: the configs' testbed)")
     parser.add_argument("--train-args", default="", help="extra `sps train` overrides for every run, e.g. for a smoke test")
     parser.add_argument("--defaults-only", action="store_true", help="a first look: every method at its authors' defaults, no knob sweep")
+    parser.add_argument("--test-settings", default="",
+                        help="comma-separated settings of the knob sweep (e.g. simko-a0.2) to run on the test split too, for every seed, beside the chosen ones")
     parser.add_argument("--summary", action="store_true", help="only rebuild the table and figures from finished runs")
     args = parser.parse_args()
     runs, results = Path(args.runs), Path(args.results)
@@ -280,17 +282,21 @@ def main() -> None:
     if "grpo" not in val:
         raise SystemExit("no GRPO validation result yet: run without --summary first")
     chosen = {**{name: name for name in REFERENCES}, **choose(val, {k: v for k, v in candidates.items() if k not in REFERENCES})}
+    also = [name for name in args.test_settings.split(",") if name]
+    if unknown := [name for name in also if name not in candidates]:
+        raise SystemExit(f"--test-settings: {', '.join(unknown)} not among this sweep's settings ({', '.join(candidates)})")
+    tested = list(dict.fromkeys([*chosen.values(), *also]))
     # The references' recorded seeds are not trained again (a run of one, where present, is used
     # instead); they count only in the full regime they were recorded in.
     recorded = {} if args.model or args.train_args or args.limit or args.steps != 100 else recorded_references()
     if not args.summary:
         with ThreadPoolExecutor(args.workers) as pool:
-            tests = [(name, candidates[name][1], seed, {"test": test_eval}) for name in chosen.values() for seed in seeds
+            tests = [(name, candidates[name][1], seed, {"test": test_eval}) for name in tested for seed in seeds
                      if (name, seed) not in recorded]
             for line in pool.map(lambda j: job(runs, *j[:3], args.steps, j[3], extra), tests):
                 print(line, flush=True)
     test = {}
-    for name in chosen.values():
+    for name in tested:
         done = []
         for s in seeds:
             if (folder_of(runs, name, s) / "test" / "metrics.json").is_file():

@@ -152,8 +152,10 @@ def at_sps_pass1(val: dict[str, dict], candidates: dict[str, tuple[str, list[str
             continue
         at = pass64_at(curve, target)
         low, high = min(curve)[0], max(curve)[0]
+        nearest = min(curve, key=lambda point: abs(point[0] - target))
         rows.append(f"| {method} | {len(curve)} | {low:.3f}-{high:.3f} | "
-                    + (f"{at:.3f} | {val['sps']['pass@64'] - at:+.3f} |" if at is not None else "not reached | |"))
+                    + (f"{at:.3f} | {val['sps']['pass@64'] - at:+.3f} |" if at is not None
+                       else f"not reached (nearest: {nearest[0]:.3f} / {nearest[1]:.3f}) | |"))
     if not rows:
         return []
     return ["", f"## At SPS's Pass@1 (countdown-val, seed 0: SPS {target:.3f} / {val['sps']['pass@64']:.3f})", "",

@@ -230,7 +230,8 @@ def plot_selection(val: dict[str, dict], candidates: dict[str, tuple[str, list[s
     from sps.analysis.plots import finish, new_figure
 
     fig, (ax,) = new_figure(1, 1, panel_size=(7.0, 5.6))
-    palette = itertools.cycle(["tab:orange", "tab:green", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "tab:gray"])
+    palette = itertools.cycle(["tab:orange", "tab:green", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "tab:gray",
+                               "goldenrod", "black", "lime", "navy"])
     for method in dict.fromkeys(m for m, _ in candidates.values()):
         names = sorted((n for n, (m, _) in candidates.items() if m == method and n in val), key=lambda n: val[n]["pass@1"])
         if not names:
@@ -242,7 +243,7 @@ def plot_selection(val: dict[str, dict], candidates: dict[str, tuple[str, list[s
                         fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("Pass@1 (countdown-val, seed 0)")
     ax.set_ylabel("Pass@64 (countdown-val, seed 0)")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper right")  # high Pass@1 and Pass@64 together: the corner no run reaches
     finish(fig, [ax], "Selection runs: each method's knob settings", path)
 
 

@@ -37,7 +37,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from sps.grading.base import Grade
-from sps.grading.math import MathGrader, grade_math_serial, graded_part
+from sps.grading.math import MathGrader, _parse_gold, grade_math_serial, graded_part
 from sps.tasks.problem import Problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,8 @@ _FRACTION = re.compile(r"\\d?frac\{(\d+)\}\{(\d+)\}")
 REAL_SAMPLES = REPO_ROOT / "bench/data/smollm2_aiw_samples.jsonl.gz"
 REAL_PROBLEMS = 50  # per real set: 3,200 completions
 WARM_UP_PROBLEMS = 200  # half long, half short
+# A completion, its problem's gold answer, and the problem's id.
+Item = tuple[str, str, str]
 
 
 def equivalent_rewrite(gold: str) -> str:
@@ -67,52 +69,53 @@ def completions(row: dict, other_answer: str, style: str) -> list[str]:
     return [row["solution"], f"{reasoning}\\boxed{{{other_answer}}}$.", reasoning + rewrite, reasoning]
 
 
-def build_items(data_file: Path, first: int, count: int, style: str) -> list[tuple[str, str]]:
-    """(completion, gold) pairs, four per problem, for problems first .. first + count - 1 of a MATH file."""
+def build_items(data_file: Path, first: int, count: int, style: str) -> list[Item]:
+    """Items, four per problem, for problems first .. first + count - 1 of a MATH file."""
     with open(data_file) as file:
         rows = [json.loads(line) for line in file][first : first + count]
     if len(rows) < count:
         raise SystemExit(f"{data_file.name} has no problems {first}..{first + count - 1}: ask for fewer --problems")
     return [
-        (completion, row["answer"])
+        (completion, row["answer"], row["id"])
         for row, other in zip(rows, rows[1:] + rows[:1], strict=True)
         for completion in completions(row, other["answer"], style)
     ]
 
 
-def grade_serially(items: list[tuple[str, str]]) -> list[Grade]:
-    return [grade_math_serial(completion, gold) for completion, gold in items]
+def grade_serially(items: list[Item]) -> list[Grade]:
+    return [grade_math_serial(completion, gold) for completion, gold, _ in items]
 
 
-def distinct_items(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The (graded part, gold) pairs MathGrader sends to its workers, in order of first appearance."""
-    return list(dict.fromkeys((graded_part(completion), gold) for completion, gold in items))
+def distinct_items(items: list[Item]) -> list[Item]:
+    """What MathGrader sends to its workers: each (graded part, problem) once, in order of first appearance."""
+    return list(dict.fromkeys((graded_part(completion), gold, problem) for completion, gold, problem in items))
 
 
-def grade_distinct_serially(items: list[tuple[str, str]]) -> list[Grade]:
-    """Serial grading of each distinct pair once: where the pool's gain is not its parallelism."""
+def grade_distinct_serially(items: list[Item]) -> list[Grade]:
+    """Serial grading of each distinct (graded part, problem) once: the gain that is not the pool's parallelism."""
     grades = dict(zip(distinct := distinct_items(items), grade_serially(distinct), strict=True))
-    return [grades[graded_part(completion), gold] for completion, gold in items]
+    return [grades[graded_part(completion), gold, problem] for completion, gold, problem in items]
 
 
-def grade_with(grader: MathGrader) -> Callable[[list[tuple[str, str]]], list[Grade]]:
-    def grade(items: list[tuple[str, str]]) -> list[Grade]:
-        problems = {gold: Problem(id="", problem="", answer=gold) for _, gold in items}  # one per gold, as callers do
-        return grader.grade([completion for completion, _ in items], [problems[gold] for _, gold in items])
+def grade_with(grader: MathGrader) -> Callable[[list[Item]], list[Grade]]:
+    def grade(items: list[Item]) -> list[Grade]:
+        # One Problem object per problem, repeated for its samples, as the trainer and `sps eval` do.
+        problems = {problem: Problem(id=problem, problem="", answer=gold) for _, gold, problem in items}
+        return grader.grade([completion for completion, _, _ in items], [problems[problem] for _, _, problem in items])
 
     return grade
 
 
-def real_rollouts(model: str, first: int, count: int) -> list[tuple[str, str]]:
-    """(completion, gold) pairs: SmolLM2's 64 samples of each of problems first .. first + count - 1."""
+def real_rollouts(model: str, first: int, count: int) -> list[Item]:
+    """Items: SmolLM2's 64 samples of each of problems first .. first + count - 1."""
     with gzip.open(REAL_SAMPLES, "rt") as file:
         rows = [row for row in map(json.loads, file) if row["model"] == model][first : first + count]
     if len(rows) < count:
         raise SystemExit(f"{REAL_SAMPLES.name} has no {model} problems {first}..{first + count - 1}")
-    return [(completion, row["gold"]) for row in rows for completion in row["completions"]]
+    return [(completion, row["gold"], row["problem_id"]) for row in rows for completion in row["completions"]]
 
 
-def timed(grade: Callable[[list[tuple[str, str]]], list[Grade]], items: list[tuple[str, str]]) -> tuple[float, list[Grade]]:
+def timed(grade: Callable[[list[Item]], list[Grade]], items: list[Item]) -> tuple[float, list[Grade]]:
     start = time.perf_counter()
     grades = grade(items)
     return time.perf_counter() - start, grades
@@ -161,6 +164,7 @@ def report(data_dir: Path, problems: int, worker_counts: list[int], command: str
     warm_up_rate = {}
     serial_graders = {"serial": grade_serially, "distinct": grade_distinct_serially}
     for name in [*serial_graders, *worker_counts]:
+        _parse_gold.cache_clear()  # the serial graders share this process: each starts without parsed golds, as a new worker does
         with (contextlib.nullcontext() if name in serial_graders else MathGrader(workers=name)) as grader:
             grade = serial_graders[name] if name in serial_graders else grade_with(grader)
             warm_up_s, _ = timed(grade, warm_up)  # includes starting the workers
@@ -213,7 +217,11 @@ def report(data_dir: Path, problems: int, worker_counts: list[int], command: str
             "- 'vs serial' divides serial grading's time by the pool's. Other jobs on the machine distort"
             " it: serial grading needs one core, the pool all of them. Two pure-Python processes on this"
             " machine run at 1.66-1.78x one (measured 2026-12-02), the most a pool of 2 can gain on"
-            " completions that are all distinct.",
+            " completions that are all distinct. The machine's speed drifts: rerun before trusting a"
+            " ratio to 20%.",
+            "- 'each distinct pair once' runs in this process after serial grading, with sympy's and"
+            " antlr's caches warmed by the same expressions, so it overstates what deduplication alone"
+            " gives (1.3x on sets with 0.5% duplicates).",
             "",
             *sections,
         ]

@@ -116,16 +116,24 @@ def recorded_references(path: Path = ABLATION_RECORD) -> dict[tuple[str, int], d
     return {(name, r["seed"]): {**r, "curve": {int(k): v for k, v in r["curve"].items()}} for name in REFERENCES for r in runs.get(name, [])}
 
 
+def validated(val: dict[str, dict], candidates: dict[str, tuple[str, list[str]]]) -> dict[str, list[str]]:
+    """method -> its settings that have a validation result, in the candidates' order."""
+    found: dict[str, list[str]] = {}
+    for name, (method, _) in candidates.items():
+        if name in val:
+            found.setdefault(method, []).append(name)
+    return found
+
+
 def choose(val: dict[str, dict], candidates: dict[str, tuple[str, list[str]]]) -> dict[str, str]:
     """method -> its chosen setting by the selection rule, from the seed-0 val metrics."""
     floor = val["grpo"]["pass@1"] - PASS1_SLACK
     chosen = {}
-    for method in dict.fromkeys(m for m, _ in candidates.values()):
-        names = [name for name, (m, _) in candidates.items() if m == method and name in val]
+    for method, names in validated(val, candidates).items():
         qualifying = [name for name in names if val[name]["pass@1"] >= floor]
         if qualifying:
             chosen[method] = max(qualifying, key=lambda name: val[name]["pass@64"])
-        elif names:
+        else:
             chosen[method] = max(names, key=lambda name: val[name]["pass@1"])
     return chosen
 
@@ -146,10 +154,10 @@ def at_sps_pass1(val: dict[str, dict], candidates: dict[str, tuple[str, list[str
     comparison at equal Pass@1 that a selection rule anchored elsewhere cannot give."""
     target = val["sps"]["pass@1"]
     rows = []
-    for method in dict.fromkeys(m for name, (m, _) in candidates.items() if name not in REFERENCES):
-        curve = [(val[n]["pass@1"], val[n]["pass@64"]) for n, (m, _) in candidates.items() if m == method and n in val]
-        if len(curve) < 2:
+    for method, names in validated(val, candidates).items():
+        if method in REFERENCES or len(names) < 2:
             continue
+        curve = [(val[n]["pass@1"], val[n]["pass@64"]) for n in names]
         at = pass64_at(curve, target)
         low, high = min(curve)[0], max(curve)[0]
         nearest = min(curve, key=lambda point: abs(point[0] - target))
@@ -232,10 +240,8 @@ def plot_selection(val: dict[str, dict], candidates: dict[str, tuple[str, list[s
     fig, (ax,) = new_figure(1, 1, panel_size=(7.0, 5.6))
     palette = itertools.cycle(["tab:orange", "tab:green", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "tab:gray",
                                "goldenrod", "black", "lime", "navy"])
-    for method in dict.fromkeys(m for m, _ in candidates.values()):
-        names = sorted((n for n, (m, _) in candidates.items() if m == method and n in val), key=lambda n: val[n]["pass@1"])
-        if not names:
-            continue
+    for method, names in validated(val, candidates).items():
+        names = sorted(names, key=lambda n: val[n]["pass@1"])
         colour = {"grpo": "tab:red", "grpo-kl": "tab:brown", "sps": "tab:blue"}.get(method) or next(palette)
         ax.plot([val[n]["pass@1"] for n in names], [val[n]["pass@64"] for n in names], marker="o", markersize=4, color=colour, label=method)
         for n in names:  # a setting by its knob label; a method's defaults by the method's name

@@ -78,6 +78,7 @@ SETTINGS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
 # settings (its advantage or loss applies to the RL steps; the IRL step is orthogonal to both).
 COMBINED = "sps+"
 REFERENCES = ("grpo", "grpo-kl", "sps")  # the ablation's variants
+SPS_SHARES = ("sps-K3", "sps-K2", "sps", "sps-irl2")  # the ablation's IRL shares: 1 IRL step per 3, 2, 1 RL steps; 2 per RL step
 ABLATION_RECORD = RESULTS / "ablation.json"  # the references' test results, per seed, as the ablation recorded them
 PASS1_SLACK = 0.02  # the selection rule: Pass@1 at most this far below GRPO's (on countdown-val)
 MINUTES_PER_RUN = 4.5  # one run with its evaluation, two side by side on 2 cores (docs/method.md: about 4, 8.5 with a reference model)
@@ -107,13 +108,41 @@ def job(runs: Path, setting: str, overrides: list[str], seed: int, steps: int, e
     return f"{setting}/seed{seed}: {', '.join(evaluations)} done"
 
 
-def recorded_references(path: Path = ABLATION_RECORD) -> dict[tuple[str, int], dict]:
-    """(reference, seed) -> its test metrics as the ablation recorded them (same regime, model and
+def ablation_record(names: tuple[str, ...], path: Path = ABLATION_RECORD) -> dict[tuple[str, int], dict]:
+    """(variant, seed) -> its test metrics as the ablation recorded them (same regime, model and
     evaluation), so the head-to-head need not train them again; empty without a record."""
     if not path.is_file():
         return {}
     runs = json.loads(path.read_text())["runs"].get("fixed", {})
-    return {(name, r["seed"]): {**r, "curve": {int(k): v for k, v in r["curve"].items()}} for name in REFERENCES for r in runs.get(name, [])}
+    return {(name, r["seed"]): {**r, "curve": {int(k): v for k, v in r["curve"].items()}} for name in names for r in runs.get(name, [])}
+
+
+def sps_curve(test: dict[str, list[dict]], record: dict[tuple[str, int], dict]) -> dict[str, tuple[float, float]]:
+    """SPS's own trade-off on the test split, name -> seed-mean (Pass@1, Pass@64): the ablation's IRL
+    shares (SPS_SHARES, as recorded) and every SPS configuration of this run (sps, sps+<peer>)."""
+    found = {name: [r for (n, _), r in record.items() if n == name] for name in SPS_SHARES}
+    found.update({name: runs for name, runs in test.items() if name == "sps" or name.startswith(COMBINED)})
+    return {name: (mean([r["pass@1"] for r in runs]), mean([r["pass@64"] for r in runs])) for name, runs in found.items() if runs}
+
+
+def against_sps(test: dict[str, list[dict]], curve: dict[str, tuple[float, float]]) -> list[str]:
+    """Table rows: each tested peer setting against SPS's best Pass@64 at equal or better Pass@1
+    (seed means, test split), the comparison SPS's goal is stated in (docs/method.md)."""
+    rows = []
+    for name, runs in sorted(test.items(), key=lambda item: -mean([r["pass@1"] for r in item[1]])):
+        if name in curve:  # SPS itself
+            continue
+        p1, p64 = mean([r["pass@1"] for r in runs]), mean([r["pass@64"] for r in runs])
+        # SPS's best at equal or better Pass@1: on its frontier there, or a configuration above it
+        reachable = [y for x, y in curve.values() if x >= p1] + [y for y in [pass64_at(list(curve.values()), p1)] if y is not None]
+        rows.append(f"| `{name}` | {len(runs)} | {p1:.3f} | {p64:.3f} | "
+                    + (f"{max(reachable):.3f} | {max(reachable) - p64:+.3f} |" if reachable else "none at this Pass@1 | |"))
+    points = ", ".join(f"`{name}` {p1:.3f} / {p64:.3f}" for name, (p1, p64) in sorted(curve.items(), key=lambda item: item[1]))
+    return ["", "## Against SPS at equal Pass@1 (countdown-test, seed means)", "",
+            f"SPS's configurations: {points}. For each peer setting, SPS's best Pass@64 at equal or better",
+            "Pass@1: on the frontier of SPS's configurations (those no other beats on both, joined by",
+            "straight lines) at the peer's Pass@1, or at a configuration with more Pass@1.", "",
+            "| setting | seeds | Pass@1 | Pass@64 | SPS at equal or better Pass@1 | SPS's lead |", "|---|---|---|---|---|---|", *rows]
 
 
 def validated(val: dict[str, dict], candidates: dict[str, tuple[str, list[str]]]) -> dict[str, list[str]]:
@@ -138,15 +167,19 @@ def choose(val: dict[str, dict], candidates: dict[str, tuple[str, list[str]]]) -
     return chosen
 
 
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (Pass@1, Pass@64) points that no other point beats on both, in Pass@1 order."""
+    return sorted({p for p in points if not any(q != p and q[0] >= p[0] and q[1] >= p[1] for q in points)})
+
+
 def pass64_at(curve: list[tuple[float, float]], pass1: float) -> float | None:
-    """Pass@64 at `pass1` on a method's frontier: its settings, (Pass@1, Pass@64) each, less those that
-    another setting beats on both, joined by straight lines in Pass@1 order. None when `pass1` is
-    outside the frontier's Pass@1 range."""
-    frontier = sorted({p for p in curve if not any(q != p and q[0] >= p[0] and q[1] >= p[1] for q in curve)})
-    for (x0, y0), (x1, y1) in itertools.pairwise(frontier):
+    """Pass@64 at `pass1` on a method's frontier (its settings, (Pass@1, Pass@64) each), joined by
+    straight lines in Pass@1 order. None when `pass1` is outside the frontier's Pass@1 range."""
+    front = frontier(curve)
+    for (x0, y0), (x1, y1) in itertools.pairwise(front):
         if x0 <= pass1 <= x1:
             return y0 + (y1 - y0) * (pass1 - x0) / (x1 - x0)
-    return next((y for x, y in frontier if x == pass1), None)
+    return next((y for x, y in front if x == pass1), None)
 
 
 def at_sps_pass1(val: dict[str, dict], candidates: dict[str, tuple[str, list[str]]]) -> list[str]:
@@ -173,7 +206,7 @@ def at_sps_pass1(val: dict[str, dict], candidates: dict[str, tuple[str, list[str
 
 
 def table(val: dict[str, dict], test: dict[str, list[dict]], chosen: dict[str, str], base: dict | None,
-          candidates: dict[str, tuple[str, list[str]]]) -> str:
+          candidates: dict[str, tuple[str, list[str]]], curve: dict[str, tuple[float, float]]) -> str:
     keys = ["pass@1", "pass@8", "pass@64", "distinct", "top1", "train_entropy", "s_per_step"]
     lines = ["# Head-to-head on the testbed (generated by experiments/head_to_head.py)", "",
              f"Selection on countdown-val (seed 0): highest Pass@64 with Pass@1 >= GRPO's - {PASS1_SLACK}.", "",
@@ -194,13 +227,14 @@ def table(val: dict[str, dict], test: dict[str, list[dict]], chosen: dict[str, s
     lines += ["", "## Selection (countdown-val, seed 0)", "", "| setting | pass@1 | pass@64 | chosen |", "|---|---|---|---|"]
     marks = {name: "reference" if name in REFERENCES else "yes" for name in chosen.values()}
     lines += [f"| `{name}` | {m['pass@1']:.3f} | {m['pass@64']:.3f} | {marks.get(name, '')} |" for name, m in val.items()]
+    lines += against_sps(test, curve) if len(curve) > 1 else []
     lines += at_sps_pass1(val, candidates) if "sps" in val else []
     return "\n".join(lines) + "\n"
 
 
-def plot(test: dict[str, list[dict]], base: dict | None, path_pareto: Path, path_curves: Path) -> None:
-    """Pass@1 against Pass@64 (seed ranges as bars, the base model a star), and the Pass@k
-    curves of the five highest seed-mean Pass@64."""
+def plot(test: dict[str, list[dict]], base: dict | None, curve: dict[str, tuple[float, float]], path_pareto: Path, path_curves: Path) -> None:
+    """Pass@1 against Pass@64 (seed ranges as bars, the base model a star, SPS's configurations as
+    dots and its frontier a dashed line), and the Pass@k curves of the five highest seed-mean Pass@64."""
     from sps.analysis.plots import BASE_STYLE, finish, k_axis, new_figure, percent_axis, plot_curve
 
     fig, (ax,) = new_figure(1, 1, panel_size=(7.0, 5.6))
@@ -210,9 +244,14 @@ def plot(test: dict[str, list[dict]], base: dict | None, path_pareto: Path, path
         ax.errorbar(mean(p1), mean(p64), xerr=[[mean(p1) - min(p1)], [max(p1) - mean(p1)]],
                     yerr=[[mean(p64) - min(p64)], [max(p64) - mean(p64)]], fmt="o", color=colour, capsize=2)
         ax.annotate(name, (mean(p1), mean(p64)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if len(curve) > 1:
+        ax.plot(*zip(*frontier(list(curve.values())), strict=True), linestyle="--", color="tab:blue", alpha=0.6, label="SPS's frontier")
+        ax.plot(*zip(*curve.values(), strict=True), linestyle="none", marker=".", color="tab:blue")
+        for name in curve.keys() - test.keys():
+            ax.annotate(name, curve[name], fontsize=7, color="tab:blue", xytext=(3, -9), textcoords="offset points")
     if base:
         ax.plot(base["pass@1"], base["pass@64"], marker="*", markersize=12, color="black", linestyle="none", label="base model")
-        ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="lower left")
     ax.set_xlabel("Pass@1 (test)")
     ax.set_ylabel("Pass@64 (test)")
     finish(fig, [ax], "Head-to-head: Pass@1 against Pass@64 (mean, seed range)", path_pareto)
@@ -297,7 +336,8 @@ def main() -> None:
     tested = list(dict.fromkeys([*chosen.values(), *also]))
     # The references' recorded seeds are not trained again (a run of one, where present, is used
     # instead); they count only in the full regime they were recorded in.
-    recorded = {} if args.model or args.train_args or args.limit or args.steps != 100 else recorded_references()
+    full_regime = not (args.model or args.train_args or args.limit or args.steps != 100)
+    recorded = ablation_record(REFERENCES) if full_regime else {}
     if not args.summary:
         with ThreadPoolExecutor(args.workers) as pool:
             tests = [(name, candidates[name][1], seed, {"test": test_eval}) for name in tested for seed in seeds
@@ -317,10 +357,11 @@ def main() -> None:
     base = base_metrics(base_folder)
     results.mkdir(parents=True, exist_ok=True)
     (results / "head_to_head.json").write_text(json.dumps({"base": base, "chosen": chosen, "val": val, "test": test}, indent=1) + "\n")
-    text = table(val, test, chosen, base, candidates)
+    curve = sps_curve(test, ablation_record(SPS_SHARES)) if full_regime else {}
+    text = table(val, test, chosen, base, candidates, curve)
     (results / "head_to_head.md").write_text(text)
     if test:
-        plot(test, base, results / "head_to_head_pareto.png", results / "head_to_head_passk.png")
+        plot(test, base, curve, results / "head_to_head_pareto.png", results / "head_to_head_passk.png")
     if any(name not in REFERENCES and name != method for name, (method, _) in candidates.items()):  # a knob sweep ran
         plot_selection(val, candidates, results / "head_to_head_selection.png")
     print(text)

@@ -57,6 +57,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # Fork tokens are about a tenth of the demo tokens, so the same demo weight on them is a ~10x
     # stronger pull per token: a quarter of it.
     "sps-fork-c0.25": ("sps", ["--sps.irl_tokens", "fork", "--sps.pull_coef", "0.25"]),
+    # The two schedules the ablation had not measured, each keeping all 100 RL updates: every step
+    # adds joint_coef x the IRL loss on buffered demos (at the default 0.2, and at 1, the cycle's
+    # equal share); an IRL update after any RL step whose batch top-1 share passes 0.75 (SPS's
+    # training batches hover near 0.73, GRPO's climb past 0.9).
+    "sps-joint": ("sps", ["--sps.schedule", "joint"]),
+    "sps-joint-c1": ("sps", ["--sps.schedule", "joint", "--sps.joint_coef", "1"]),
+    "sps-trigger": ("sps", ["--sps.schedule", "trigger", "--sps.trigger_threshold", "0.75"]),
     "grpo-entropy": ("grpo", ["--entropy_coef", "0.01"]),
     "grpo-kl": ("grpo", ["--beta", "0.04"]),
     "grpo-replay": ("grpo", ["--replay_buffer", "true"]),

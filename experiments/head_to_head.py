@@ -24,8 +24,9 @@ rerunning continues an interrupted head-to-head.
 Runs: out/head_to_head/<setting>/seed<k>/ (val/ and test/ evaluations inside); GRPO, GRPO + KL and
 SPS share the ablation's runs, out/ablation/fixed/<name>/seed<k>/, and its base-model evaluation
 (in general <runs>/../ablation/).
-Results: experiments/results/head_to_head.md (and .json), head_to_head_pareto.png (Pass@1 against
-Pass@64, seed range as bars, the base model marked), head_to_head_passk.png (Pass@k of the best five),
+Results: experiments/results/head_to_head.md (and .json; with every tested setting against SPS's best
+Pass@64 at equal or better Pass@1), head_to_head_pareto.png (Pass@1 against Pass@64, seed range as
+bars, the base model marked, SPS's frontier dashed), head_to_head_passk.png (Pass@k of the best five),
 head_to_head_selection.png (the knob sweep on countdown-val: each method's settings as one curve).
 """
 

@@ -118,25 +118,30 @@ def ablation_record(names: tuple[str, ...], path: Path = ABLATION_RECORD) -> dic
     return {(name, r["seed"]): {**r, "curve": {int(k): v for k, v in r["curve"].items()}} for name in names for r in runs.get(name, [])}
 
 
+def seed_mean(runs: list[dict]) -> tuple[float, float]:
+    """(Pass@1, Pass@64) averaged over a setting's seeds."""
+    return mean([r["pass@1"] for r in runs]), mean([r["pass@64"] for r in runs])
+
+
 def sps_curve(test: dict[str, list[dict]], record: dict[tuple[str, int], dict]) -> dict[str, tuple[float, float]]:
     """SPS's own trade-off on the test split, name -> seed-mean (Pass@1, Pass@64): the ablation's IRL
     shares (SPS_SHARES, as recorded) and every SPS configuration of this run (sps, sps+<peer>)."""
     found = {name: [r for (n, _), r in record.items() if n == name] for name in SPS_SHARES}
     found.update({name: runs for name, runs in test.items() if name == "sps" or name.startswith(COMBINED)})
-    return {name: (mean([r["pass@1"] for r in runs]), mean([r["pass@64"] for r in runs])) for name, runs in found.items() if runs}
+    return {name: seed_mean(runs) for name, runs in found.items() if runs}
 
 
 def against_sps(test: dict[str, list[dict]], curve: dict[str, tuple[float, float]]) -> list[str]:
     """Table rows: each tested peer setting against SPS's best Pass@64 at equal or better Pass@1
     (seed means, test split), the comparison SPS's goal is stated in (docs/method.md)."""
+    peers = {name: seed_mean(runs) for name, runs in test.items() if name not in curve}
     rows = []
-    for name, runs in sorted(test.items(), key=lambda item: -mean([r["pass@1"] for r in item[1]])):
-        if name in curve:  # SPS itself
-            continue
-        p1, p64 = mean([r["pass@1"] for r in runs]), mean([r["pass@64"] for r in runs])
+    for name, (p1, p64) in sorted(peers.items(), key=lambda item: -item[1][0]):
         # SPS's best at equal or better Pass@1: on its frontier there, or a configuration above it
-        reachable = [y for x, y in curve.values() if x >= p1] + [y for y in [pass64_at(list(curve.values()), p1)] if y is not None]
-        rows.append(f"| `{name}` | {len(runs)} | {p1:.3f} | {p64:.3f} | "
+        reachable = [y for x, y in curve.values() if x >= p1]
+        if (on_frontier := pass64_at(list(curve.values()), p1)) is not None:
+            reachable.append(on_frontier)
+        rows.append(f"| `{name}` | {len(test[name])} | {p1:.3f} | {p64:.3f} | "
                     + (f"{max(reachable):.3f} | {max(reachable) - p64:+.3f} |" if reachable else "none at this Pass@1 | |"))
     points = ", ".join(f"`{name}` {p1:.3f} / {p64:.3f}" for name, (p1, p64) in sorted(curve.items(), key=lambda item: item[1]))
     return ["", "## Against SPS at equal or better Pass@1 (countdown-test, seed means)", "",
@@ -338,7 +343,7 @@ def main() -> None:
     # The references' recorded seeds are not trained again (a run of one, where present, is used
     # instead); they count only in the full regime they were recorded in.
     full_regime = not (args.model or args.train_args or args.limit or args.steps != 100)
-    recorded = ablation_record(REFERENCES) if full_regime else {}
+    recorded = ablation_record(REFERENCES + SPS_SHARES) if full_regime else {}
     if not args.summary:
         with ThreadPoolExecutor(args.workers) as pool:
             tests = [(name, candidates[name][1], seed, {"test": test_eval}) for name in tested for seed in seeds
@@ -358,7 +363,7 @@ def main() -> None:
     base = base_metrics(base_folder)
     results.mkdir(parents=True, exist_ok=True)
     (results / "head_to_head.json").write_text(json.dumps({"base": base, "chosen": chosen, "val": val, "test": test}, indent=1) + "\n")
-    curve = sps_curve(test, ablation_record(SPS_SHARES)) if full_regime else {}
+    curve = sps_curve(test, recorded) if full_regime else {}
     text = table(val, test, chosen, base, candidates, curve)
     (results / "head_to_head.md").write_text(text)
     if test:

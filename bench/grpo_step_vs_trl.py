@@ -29,7 +29,7 @@ def run_trl(model_dir: str, problems, args) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from sps.tasks.countdown import verify
+    from sps.grading.countdown import verify
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"

@@ -30,7 +30,8 @@ import transformers
 
 from sps.models.testbed import TestbedConfig, build_testbed
 from sps.rollout.base import SamplingParams
-from sps.rollout.hf import HFEngine, left_pad
+from sps.rollout.hf import HFEngine
+from sps.rollout.prefix_cache import left_pad
 from sps.tasks.benchmarks import load_benchmark
 from sps.tasks.templates import encode_prompt
 

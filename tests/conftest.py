@@ -11,8 +11,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sps.demo import QUICK  # noqa: E402
-from sps.models.testbed import build_testbed  # noqa: E402
 from sps.models.tokenizer import build_char_tokenizer  # noqa: E402
 from sps.tasks.countdown import ALPHABET  # noqa: E402
 
@@ -50,9 +48,3 @@ def random_llama(tmp_path_factory):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_testbed():
-    """The quick demo's small testbed model (its folder in the session cache, so the demo reuses it)."""
-    return build_testbed(QUICK.testbed, show_progress=False)

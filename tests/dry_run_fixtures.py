@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from sps.training.plan import KNOWN_SHAPES
+from sps.preflight import KNOWN_SHAPES
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (

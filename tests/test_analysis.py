@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from sps.analysis.report import analyze, default_ks, load_run, probe_groups
+from sps.analysis.report import analyze, default_ks, probe_groups
+from sps.analysis.runs import load_run
 from sps.analysis.upper_bound import base_model_bound, coverage_ceiling, envelope
 from sps.evaluation.metrics import compute_metrics, pass_at_k_array
 from sps.io import atomic_write_json, atomic_write_jsonl, atomic_write_text

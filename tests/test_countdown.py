@@ -8,15 +8,14 @@ import time
 
 import pytest
 
+from sps.grading.countdown import CountdownGrader, verify
 from sps.tasks.countdown import (
     CountdownConfig,
-    CountdownGrader,
     build_splits,
     enumerate_solutions,
     format_prompt,
     held_out_pairs,
     prompt_width,
-    verify,
 )
 from sps.tasks.problem import Problem
 

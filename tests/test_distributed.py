@@ -79,7 +79,7 @@ def test_two_processes_take_the_update_of_one(random_llama, tmp_path):
 
 def test_fsdp_options_without_a_process_group_are_refused_with_the_way_out(random_llama, tmp_path):
     from sps.training.distributed import parallelize
-    from sps.training.run import validate
+    from sps.training.validate import validate
 
     model, _ = load_policy(str(random_llama), dtype="float32", device="cpu")
     with pytest.raises(ValueError, match="torchrun --nproc_per_node 1"):

@@ -20,8 +20,8 @@ def run_eval(model, out, *extra):
     return main([*EVAL, "--model", str(model), "--out", str(out), *extra])
 
 
-def test_eval_writes_all_outputs_and_metrics_follow_from_the_samples(tiny_testbed, tmp_path):
-    assert run_eval(tiny_testbed, tmp_path, "--limit", "6", "--n", "4") == 0
+def test_eval_writes_all_outputs_and_metrics_follow_from_the_samples(random_llama, tmp_path):
+    assert run_eval(random_llama, tmp_path, "--limit", "6", "--n", "4") == 0
     assert {p.name for p in tmp_path.iterdir()} >= {"samples.jsonl", "metrics.json", "report.md", "pass_at_k.png", "settings.json"}
     samples = read_jsonl(tmp_path / "samples.jsonl")
     assert len(samples) == 24
@@ -32,16 +32,16 @@ def test_eval_writes_all_outputs_and_metrics_follow_from_the_samples(tiny_testbe
     assert stored["n"] == 4 and set(stored["pass_at_k"]) == {"1", "2", "4"}
 
 
-def test_other_settings_are_refused_unless_overwritten(tiny_testbed, tmp_path, capsys):
-    assert run_eval(tiny_testbed, tmp_path, "--limit", "2", "--n", "2") == 0
-    assert run_eval(tiny_testbed, tmp_path, "--limit", "2", "--n", "3") == 2
+def test_other_settings_are_refused_unless_overwritten(random_llama, tmp_path, capsys):
+    assert run_eval(random_llama, tmp_path, "--limit", "2", "--n", "2") == 0
+    assert run_eval(random_llama, tmp_path, "--limit", "2", "--n", "3") == 2
     assert "n: 2 there, 3 now" in capsys.readouterr().err
-    assert run_eval(tiny_testbed, tmp_path, "--limit", "2", "--n", "3", "--overwrite") == 0
+    assert run_eval(random_llama, tmp_path, "--limit", "2", "--n", "3", "--overwrite") == 0
     assert len(read_jsonl(tmp_path / "samples.jsonl")) == 6
 
 
-def test_several_benchmarks_get_a_folder_each_and_a_summary(tiny_testbed, tmp_path):
-    args = ["eval", "--model", str(tiny_testbed), "--benchmark", "countdown-test,countdown-val", "--limit", "2", "--n", "2",
+def test_several_benchmarks_get_a_folder_each_and_a_summary(random_llama, tmp_path):
+    args = ["eval", "--model", str(random_llama), "--benchmark", "countdown-test,countdown-val", "--limit", "2", "--n", "2",
             "--temperature", "1.0", "--max-new-tokens", "32", "--out", str(tmp_path)]
     assert main(args) == 0
     assert (tmp_path / "countdown-test" / "metrics.json").is_file() and (tmp_path / "countdown-val" / "metrics.json").is_file()
@@ -55,8 +55,8 @@ def test_clear_errors_for_a_missing_model_and_an_unknown_benchmark(tmp_path, cap
     assert "unknown benchmark 'nobench'" in capsys.readouterr().err
 
 
-def test_killed_eval_resumes_to_exactly_limit_times_n_samples(tiny_testbed, tmp_path):
-    command = [sys.executable, "-m", "sps.cli", *EVAL, "--model", str(tiny_testbed), "--out", str(tmp_path),
+def test_killed_eval_resumes_to_exactly_limit_times_n_samples(random_llama, tmp_path):
+    command = [sys.executable, "-m", "sps.cli", *EVAL, "--model", str(random_llama), "--out", str(tmp_path),
                "--limit", "40", "--n", "8", "--batch-size", "16"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples = tmp_path / "samples.jsonl"

@@ -6,14 +6,8 @@ import torch
 
 from sps.models.loading import load_policy
 from sps.rollout.base import SamplingParams
-from sps.rollout.hf import (
-    MULTINOMIAL_MAX_VOCAB,
-    HFEngine,
-    filter_logits,
-    prefill_buckets,
-    sample,
-    supports_shared_prefix,
-)
+from sps.rollout.hf import MULTINOMIAL_MAX_VOCAB, HFEngine, filter_logits, sample
+from sps.rollout.prefix_cache import prefill_buckets, supports_shared_prefix
 from sps.training.batch import collate, policy_logprobs
 
 

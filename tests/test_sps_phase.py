@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from sps.rollout.base import Completion
-from sps.training.config import SPSConfig
-from sps.training.sps_phase import DemoBuffer, build_demos, step_phase, validate_sps
+from sps.training.config import SPSConfig, TrainConfig
+from sps.training.sps_phase import DemoBuffer, Update, build_demos, scheduled_phase, step_phase, validate_sps
 
 
 def phases(cfg: SPSConfig, steps: int = 6, stats: dict | None = None) -> list[str]:
-    return [step_phase(cfg, step, stats or {}) for step in range(1, steps + 1)]
+    return [scheduled_phase(cfg, step, stats or {}) for step in range(1, steps + 1)]
 
 
 def test_cycle_alternates_rl_and_irl_steps():
@@ -29,11 +29,24 @@ def test_reused_rollouts_keep_every_rl_update():
 def test_joint_and_trigger_schedules():
     assert phases(SPSConfig(schedule="joint")) == ["joint"] * 6
     trigger = SPSConfig(schedule="trigger", trigger_statistic="top1_share", trigger_threshold=0.6)
-    assert step_phase(trigger, 1, {"top1_share": 0.7}) == "rl+irl"
-    assert step_phase(trigger, 1, {"top1_share": 0.5}) == "rl"
-    assert step_phase(trigger, 1, {}) == "rl"  # no correct rollout: nothing to measure
+    assert scheduled_phase(trigger, 1, {"top1_share": 0.7}) == "rl+irl"
+    assert scheduled_phase(trigger, 1, {"top1_share": 0.5}) == "rl"
+    assert scheduled_phase(trigger, 1, {}) == "rl"  # no correct rollout: nothing to measure
     entropy = replace(trigger, trigger_statistic="entropy", trigger_threshold=0.1)
-    assert step_phase(entropy, 1, {"entropy": 0.05}) == "rl+irl"
+    assert scheduled_phase(entropy, 1, {"entropy": 0.05}) == "rl+irl"
+
+
+def test_each_phase_is_its_list_of_updates():
+    cfg = TrainConfig(algorithm="sps", steps_per_generation=4, num_iterations=2,
+                      sps=SPSConfig(irl_learning_rate_scale=0.5, joint_coef=0.3))
+    rl, irl = Update(("rl",), 4, 2), Update(("irl",), 1, 1, lr_scale=0.5)
+    assert step_phase(cfg, 1, {}).updates == (rl,) and step_phase(cfg, 2, {}).updates == (irl,)
+    reuse = replace(cfg, sps=replace(cfg.sps, reuse_rollouts=True))
+    assert step_phase(reuse, 1, {}).updates == (rl, Update(("irl",), 1, 1, lr_scale=0.5, prefix="irl/", seed="irl"))
+    joint = step_phase(replace(cfg, sps=replace(cfg.sps, schedule="joint")), 1, {})
+    assert joint.name == "joint" and joint.updates == (Update(("rl", "irl"), 4, 2, irl_scale=0.3 * 4),)
+    assert step_phase(replace(cfg, algorithm="grpo"), 2, {}).updates == (rl,)  # GRPO: every step RL
+    assert step_phase(cfg, 2, {}).needs_demos and not step_phase(cfg, 1, {}).needs_demos
 
 
 @pytest.mark.parametrize(("change", "named"), [({"schedule": "sometimes"}, "sps.schedule"), ({"irl_steps": 0}, "sps.rl_steps"),

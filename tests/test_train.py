@@ -1,4 +1,6 @@
-"""`sps train` end to end on the tiny testbed: files, learning, resume after SIGKILL."""
+"""`sps train` end to end on a tiny random model whose reward is a completion holding a '7'
+(tests/fixtures/rewards.py, named by path as a user's own file is): files, learning, resume after
+SIGKILL. The testbed's learning is the quick demo's test (tests/test_demo.py)."""
 
 import json
 import os
@@ -7,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,10 +17,13 @@ import yaml
 from sps.training.config import TrainConfig
 from sps.training.trainer import train
 
+TOY_REWARD = str(Path(__file__).parent / "fixtures" / "rewards.py") + ":contains_seven"
+
 
 def tiny_run(model, output_dir, **changes) -> TrainConfig:
     cfg = TrainConfig(
         model=str(model),
+        reward_funcs=[TOY_REWARD],
         train_size=64,
         prompts_per_step=8,
         num_generations=4,
@@ -39,8 +45,8 @@ def rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_run_writes_its_log_evaluations_probes_and_checkpoints(tiny_testbed, tmp_path):
-    run_dir = train(tiny_run(tiny_testbed, tmp_path / "run", keep_checkpoints=1), show_progress=False)
+def test_a_run_writes_its_log_evaluations_probes_and_checkpoints(random_llama, tmp_path):
+    run_dir = train(tiny_run(random_llama, tmp_path / "run", keep_checkpoints=1), show_progress=False)
     log = rows(run_dir)
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     for key in ("reward", "entropy", "frac_reward_zero_std", "clip_ratio/region", "distinct_correct_per_prompt", "top1_share",
@@ -54,24 +60,24 @@ def test_a_run_writes_its_log_evaluations_probes_and_checkpoints(tiny_testbed, t
     assert {p["step"] for p in probes} == {0, 2, 4}
 
 
-def test_bad_settings_fail_before_any_work(tiny_testbed, tmp_path):
+def test_bad_settings_fail_before_any_work(random_llama, tmp_path):
     with pytest.raises(ValueError, match="loss_type"):
-        train(tiny_run(tiny_testbed, tmp_path / "a", loss_type="mean"), show_progress=False)
+        train(tiny_run(random_llama, tmp_path / "a", loss_type="mean"), show_progress=False)
     with pytest.raises(ValueError, match="num_generations"):
-        train(tiny_run(tiny_testbed, tmp_path / "b", num_generations=1), show_progress=False)
+        train(tiny_run(random_llama, tmp_path / "b", num_generations=1), show_progress=False)
     with pytest.raises(ValueError, match="sps.irl_mode"):
-        train(tiny_run(tiny_testbed, tmp_path / "c", algorithm="sps", sps=replace(TrainConfig().sps, irl_mode="pushpull")), show_progress=False)
+        train(tiny_run(random_llama, tmp_path / "c", algorithm="sps", sps=replace(TrainConfig().sps, irl_mode="pushpull")), show_progress=False)
     assert not (tmp_path / "a").exists()
 
 
-def test_a_folder_with_another_run_is_refused(tiny_testbed, tmp_path):
-    train(tiny_run(tiny_testbed, tmp_path / "run", max_steps=1, eval_every=-1), show_progress=False)
+def test_a_folder_with_another_run_is_refused(random_llama, tmp_path):
+    train(tiny_run(random_llama, tmp_path / "run", max_steps=1, eval_every=-1), show_progress=False)
     with pytest.raises(ValueError, match="learning_rate"):
-        train(tiny_run(tiny_testbed, tmp_path / "run", max_steps=1, eval_every=-1, learning_rate=5e-4), show_progress=False)
+        train(tiny_run(random_llama, tmp_path / "run", max_steps=1, eval_every=-1, learning_rate=5e-4), show_progress=False)
 
 
-def test_killed_run_resumes_without_repeating_or_skipping_a_step(tiny_testbed, tmp_path):
-    cfg = tiny_run(tiny_testbed, tmp_path / "whole", max_steps=5, eval_every=-1, train_size=32, prompts_per_step=16, num_generations=8)
+def test_killed_run_resumes_without_repeating_or_skipping_a_step(random_llama, tmp_path):
+    cfg = tiny_run(random_llama, tmp_path / "whole", max_steps=5, eval_every=-1, train_size=32, prompts_per_step=16, num_generations=8)
     whole = rows(train(cfg, show_progress=False))
     assert any(r["grad_norm"] > 0 for r in whole)  # the policy really changes between steps
 
@@ -101,22 +107,22 @@ def test_killed_run_resumes_without_repeating_or_skipping_a_step(tiny_testbed, t
             assert b[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), (a["step"], key)
 
 
-def test_grpo_raises_the_reward_on_a_recurring_prompt_set(tiny_testbed, tmp_path):
-    # 32 problems revisited every other step: the reward on them must clearly rise (measured:
-    # 0.09 over the first 6 steps to 0.34 over the last 6).
-    cfg = tiny_run(tiny_testbed, tmp_path / "run", train_size=32, prompts_per_step=16, num_generations=8,
-                   learning_rate=2e-4, max_steps=30, eval_every=-1, save_every=100, threads=2)
+def test_grpo_raises_the_reward_on_a_recurring_prompt_set(random_llama, tmp_path):
+    # 32 problems revisited every other step, completions of at most 8 characters: the share holding
+    # a '7' must clearly rise (measured: 0.37 over the first 5 steps to 0.81 over the last 5).
+    cfg = tiny_run(random_llama, tmp_path / "run", train_size=32, prompts_per_step=16, num_generations=8,
+                   max_completion_length=8, max_steps=20, eval_every=-1, probe_problems=0, save_every=100)
     log = rows(train(cfg, show_progress=False))
-    first, last = log[:6], log[-6:]
+    first, last = log[:5], log[-5:]
     mean = lambda part: sum(r["reward"] for r in part) / len(part)  # noqa: E731
-    assert mean(last) > 2 * mean(first) + 0.02, (mean(first), mean(last))
+    assert mean(last) > mean(first) + 0.25, (mean(first), mean(last))
 
 
 @pytest.mark.parametrize("variant", [{}, {"demo_weighting": "frequency", "irl_tokens": "fork"}])
-def test_sps_alternates_rl_and_irl_steps_and_logs_its_demonstrations(tiny_testbed, tmp_path, variant):
+def test_sps_alternates_rl_and_irl_steps_and_logs_its_demonstrations(random_llama, tmp_path, variant):
     # Every prompt recurs every step, so the buffer holds what earlier steps found.
     sps = replace(TrainConfig().sps, rl_steps=1, irl_steps=1, reuse_rollouts=False, demo_source="buffer", **variant)
-    cfg = tiny_run(tiny_testbed, tmp_path / "run", algorithm="sps", sps=sps, train_size=16, prompts_per_step=16,
+    cfg = tiny_run(random_llama, tmp_path / "run", algorithm="sps", sps=sps, train_size=16, prompts_per_step=16,
                    num_generations=8, max_steps=6, eval_every=-1, probe_problems=0, save_every=100)
     log = rows(train(cfg, show_progress=False))
     assert [r["phase"] for r in log] == ["rl", "irl"] * 3
@@ -130,8 +136,8 @@ def test_sps_alternates_rl_and_irl_steps_and_logs_its_demonstrations(tiny_testbe
     assert all(r["buffer/prompts"] >= 1 for r in log[1:])
 
 
-def test_replay_control_adds_buffered_rows_to_the_rl_batch(tiny_testbed, tmp_path):
-    cfg = tiny_run(tiny_testbed, tmp_path / "run", replay_buffer=True, train_size=16, prompts_per_step=16, num_generations=8,
+def test_replay_control_adds_buffered_rows_to_the_rl_batch(random_llama, tmp_path):
+    cfg = tiny_run(random_llama, tmp_path / "run", replay_buffer=True, train_size=16, prompts_per_step=16, num_generations=8,
                    max_steps=4, eval_every=-1, probe_problems=0, save_every=100)
     log = rows(train(cfg, show_progress=False))
     assert all(r["phase"] == "rl" for r in log)

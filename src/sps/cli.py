@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_eval(commands) -> None:
     p = commands.add_parser("eval", help="sample n completions per problem and report Pass@k, Avg@n, Maj@k")
-    p.add_argument("--model", required=True, help="model folder, hub id, or smollm2-135m-instruct")
+    p.add_argument("--model", required=True, help="model folder, hub id, smollm2-135m-instruct, or testbed (the built-in testbed model)")
     p.add_argument("--benchmark", required=True, help="comma-separated names, JSON Lines paths, hf:owner/name[:split] or rg:<task>[:train|val|test][?settings] (reasoning-gym)")
     p.add_argument("--n", type=int, default=8, help="samples per problem")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -48,6 +48,10 @@ def add_eval(commands) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
     p.add_argument("--prompt-template", default=None, help="qwen-boxed, chat, chat-answer or plain (default: the benchmark's)")
     p.add_argument("--grader", default=None, help="math, choice, countdown or reasoning_gym (default: the benchmark's)")
+    p.add_argument("--reward-funcs", default="", help="comma-separated rewards, summed: grader names and package.module:function or path/file.py:function (default: the grader); a sample is correct when its reward reaches --success-threshold")
+    p.add_argument("--reward-weights", default="", help="comma-separated weight per --reward-funcs entry (default: all 1)")
+    p.add_argument("--success-threshold", type=float, default=1.0, help="a sample is correct (counts in Pass@k) when its reward is at least this")
+    p.add_argument("--max-reward-failures", type=int, default=0, help="reward-function failures allowed per batch (the failed samples count as not correct)")
     p.add_argument("--batch-size", type=int, default=256, help="sequences sampled together")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default: out/eval/<model name>)")
@@ -71,7 +75,8 @@ def run_eval_command(args) -> int:
 
     quiet_libraries()
     if args.dry_run:
-        from sps.training.plan import eval_plan, exit_code
+        from sps.evaluation.plan import eval_plan
+        from sps.preflight import exit_code
 
         plan = eval_plan(
             args.model, split_specs(args.benchmark), args.n, args.max_new_tokens, args.batch_size, args.dtype,
@@ -89,6 +94,9 @@ def run_eval_command(args) -> int:
         max_new_tokens=args.max_new_tokens,
         limit=args.limit,
         seed=args.seed,
+        reward_funcs=[f for f in args.reward_funcs.split(",") if f],
+        reward_weights=[float(w) for w in args.reward_weights.split(",") if w],
+        success_threshold=args.success_threshold,
     )
     out = Path(args.out or Path("out") / "eval" / Path(args.model.rstrip("/")).name)
     results = evaluate_model(
@@ -105,6 +113,7 @@ def run_eval_command(args) -> int:
         dtype=args.dtype,
         device=args.device,
         overwrite=args.overwrite,
+        max_reward_failures=args.max_reward_failures,
     )
     print(combined_table(results))
     print(f"\nresults in {out}")
@@ -175,8 +184,9 @@ def run_train_command(args) -> int:
     quiet_libraries()
     cfg = load_config(TrainConfig, args.config, args.overrides)
     if args.dry_run:
+        from sps.preflight import exit_code
         from sps.training.memory import Layout
-        from sps.training.plan import exit_code, train_plan
+        from sps.training.plan import train_plan
 
         processes = args.nproc or int(os.environ.get("WORLD_SIZE", "1"))
         sharded = cfg.parallelism == "fsdp" and processes > 1  # as sps.training.distributed.parallelize does

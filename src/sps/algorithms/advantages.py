@@ -1,11 +1,18 @@
-"""Advantages for GRPO-family RL. Pure tensor functions.
+"""Advantages for GRPO-family RL, and the shapings around them. Pure tensor functions.
 
 Shapes: P prompts, G generations per prompt. Rewards arrive as (P, G); advantages leave as (P, G),
 one scalar per completion, broadcast over its tokens by the loss.
 
-Every estimator is registered in ADVANTAGE_ESTIMATORS under the name users select it by (verl's
-`adv_estimator` vocabulary where one exists), as a function of (rewards, AdvantageParams); each
-reads only the parameters it needs. docs/baselines.md gives each method's source and defaults.
+Methods are registered by the name users select them by (verl's `adv_estimator` vocabulary where
+one exists), each with one signature, and return (value, metrics dict):
+  an estimator:      fn(cfg, *, rewards, success, step) -> (advantages, metrics)
+  a reward shaping:  fn(cfg, *, values, rewards, success, mean_logps) -> (values, metrics)
+cfg is the run's TrainConfig (a method's own knobs live in its `advantage` section); rewards are
+the rollouts' summed rewards (P, G), success whether each reached success_threshold (P, G) bool,
+mean_logps their mean token log-probs under the rollout policy, step the training step. Shapings
+run in registration order, each the identity when its knob is off: those of stage "rewards" turn
+the rewards into what the estimator sees, those of stage "advantages" turn its advantages into
+the ones the loss uses. docs/baselines.md gives each method's source and defaults.
 """
 
 from __future__ import annotations
@@ -13,8 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from sps.training.config import TrainConfig
 
 SCALINGS = ("group", "batch", "none")
 
@@ -120,63 +131,51 @@ def w_reinforce_advantages(rewards: torch.Tensor, positive_weight: float = 0.1) 
     return torch.where(rewards == 1, positive_weight, -1.0).to(rewards.dtype)
 
 
-def focal_weights(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
-    """F-GRPO's focal weight (Plyusov et al. 2026): (1 - mean group reward)^gamma, one scalar per
-    prompt, to multiply any estimator's advantages with, so easy prompts push less. rewards:
-    (P, G) in [0, 1]. gamma 0 gives 1 everywhere; an all-correct group gets 0. Returns (P, G).
+def focal_weights(success: torch.Tensor, gamma: float) -> torch.Tensor:
+    """F-GRPO's focal weight (Plyusov et al. 2026): (1 - the group's success rate)^gamma, one scalar
+    per prompt, to multiply any estimator's advantages with, so easy prompts push less. success:
+    (P, G) bool. gamma 0 gives 1 everywhere; an all-correct group gets 0. Returns (P, G) float.
     """
-    success = rewards.mean(dim=1, keepdim=True).clamp(0, 1)
-    return (1 - success).pow(gamma).expand_as(rewards)
+    rate = success.float().mean(dim=1, keepdim=True)
+    return (1 - rate).pow(gamma).expand(success.shape)
 
 
 def unlikeliness_rewards(
-    rewards: torch.Tensor, mean_logps: torch.Tensor, penalty: float, only_mixed_groups: bool = True
+    rewards: torch.Tensor, success: torch.Tensor, mean_logps: torch.Tensor, penalty: float, only_mixed_groups: bool = True
 ) -> torch.Tensor:
-    """The unlikeliness reward (He et al. 2025): r_i * (1 - penalty * rank_i / G), rank 0 for the
-    rollout with the lowest mean token log-prob in its group, so the likeliest correct rollout
-    earns least. Reward shaping: the result goes to an advantage estimator (GRPO in the paper).
+    """The unlikeliness reward (He et al. 2025): a successful rollout's reward times
+    (1 - penalty * rank_i / G), rank 0 for the rollout with the lowest mean token log-prob in its
+    group, so the likeliest correct rollout earns least; other rewards are unchanged. Reward
+    shaping: the result goes to an advantage estimator (GRPO in the paper).
 
-    only_mixed_groups: the authors drop groups with no or only correct rollouts before shaping;
+    only_mixed_groups: the authors drop groups with no or only successful rollouts before shaping;
     here such a group keeps its rewards unshaped, so GRPO gives it zero advantage as dropping
     would (without it an all-correct group learns from its ranks alone). Ties keep rollout order.
-    rewards, mean_logps: (P, G). penalty 0 returns the rewards unchanged. Returns (P, G).
+    rewards, mean_logps: (P, G); success (P, G) bool. penalty 0 returns the rewards. Returns (P, G).
     """
     ranks = mean_logps.argsort(dim=1, stable=True).argsort(dim=1, stable=True)
-    shaped = rewards * (1 - penalty * ranks / rewards.shape[1])
+    shaped = torch.where(success, rewards * (1 - penalty * ranks / rewards.shape[1]), rewards)
     if not only_mixed_groups:
         return shaped
-    mixed = rewards.max(dim=1, keepdim=True).values != rewards.min(dim=1, keepdim=True).values
+    mixed = success.any(dim=1, keepdim=True) & ~success.all(dim=1, keepdim=True)
     return torch.where(mixed, shaped, rewards)
+
+
+def fill_unscored(rewards: torch.Tensor) -> torch.Tensor:
+    """Rewards with each NaN (an unscored rollout, left out of the loss) replaced by the mean of its
+    group's scored rewards (0 when none is scored), so it moves neither the baseline nor the scale
+    much. rewards: (P, G) -> (P, G); unchanged when nothing is NaN."""
+    unscored = rewards.isnan()
+    if not unscored.any():
+        return rewards
+    scored = (~unscored).sum(1, keepdim=True)
+    mean = rewards.nan_to_num(0.0).sum(1, keepdim=True) / scored.clamp(min=1)
+    return torch.where(unscored, mean.expand_as(rewards), rewards)
 
 
 def scheduled_k(k: int, final_k: int, switch_step: int, step: int) -> int:
     """PKPO's annealing: k before switch_step, final_k from it on (switch_step 0: never switch)."""
     return final_k if 0 < switch_step <= step else k
-
-
-@dataclass(frozen=True)
-class AdvantageParams:
-    """What the registered estimators read (each only its own)."""
-
-    scale_rewards: str = "group"  # grpo, rloo; grpo_passk: group = divide by the std, none = not
-    k: int = 4  # passk, pkpo
-    positive_weight: float = 0.1  # w_reinforce's lambda
-
-
-def _std_scaling(scale_rewards: str) -> bool:
-    if scale_rewards not in ("group", "none"):
-        raise ValueError(f"grpo_passk divides by the group std or not: scale_rewards must be group or none (got {scale_rewards!r})")
-    return scale_rewards == "group"
-
-
-ADVANTAGE_ESTIMATORS: dict[str, Callable[[torch.Tensor, AdvantageParams], torch.Tensor]] = {
-    "grpo": lambda rewards, p: grpo_advantages(rewards, p.scale_rewards),
-    "rloo": lambda rewards, p: rloo_advantages(rewards, p.scale_rewards),
-    "passk": lambda rewards, p: passk_advantages(rewards, p.k),
-    "pkpo": lambda rewards, p: pkpo_advantages(rewards, p.k),
-    "grpo_passk": lambda rewards, p: best_of_group_advantages(rewards, _std_scaling(p.scale_rewards)),
-    "w_reinforce": lambda rewards, p: w_reinforce_advantages(rewards, p.positive_weight),
-}
 
 
 def zero_std_fraction(rewards: torch.Tensor) -> float:
@@ -199,3 +198,143 @@ def _require_binary(rewards: torch.Tensor, name: str) -> None:
 def _binomials(n: int, k: int) -> torch.Tensor:
     """C(a, k) for a = 0..n as float64, (n + 1,)."""
     return torch.tensor([math.comb(a, k) if k >= 0 else 0 for a in range(n + 1)], dtype=torch.float64)
+
+
+# ---- the registries -----------------------------------------------------------------------------
+
+Metrics = dict[str, float]
+ADVANTAGE_ESTIMATORS: dict[str, Callable[..., tuple[torch.Tensor, Metrics]]] = {}
+
+
+@dataclass(frozen=True)
+class Shaping:
+    fn: Callable[..., tuple[torch.Tensor, Metrics]]
+    stage: str  # "rewards": changes what the estimator sees | "advantages": changes its output
+
+
+REWARD_SHAPINGS: dict[str, Shaping] = {}
+SHAPING_STAGES = ("rewards", "advantages")
+
+
+def register_advantage(name: str):
+    """Register `fn(cfg, *, rewards, success, step) -> (advantages, metrics)` as advantage_estimator `name`."""
+
+    def add(fn):
+        if name in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"an advantage estimator named {name!r} is already registered")
+        ADVANTAGE_ESTIMATORS[name] = fn
+        return fn
+
+    return add
+
+
+def register_reward_shaping(name: str, stage: str = "rewards"):
+    """Register `fn(cfg, *, values, rewards, success, mean_logps) -> (values, metrics)`, the identity
+    when its knob is off, applied at `stage` of every advantage computation (in registration order)."""
+    if stage not in SHAPING_STAGES:
+        raise ValueError(f"a shaping's stage is one of {', '.join(SHAPING_STAGES)} (got {stage!r})")
+
+    def add(fn):
+        if name in REWARD_SHAPINGS:
+            raise ValueError(f"a reward shaping named {name!r} is already registered")
+        REWARD_SHAPINGS[name] = Shaping(fn, stage)
+        return fn
+
+    return add
+
+
+def compute_advantages(
+    cfg: TrainConfig, rewards: torch.Tensor, success: torch.Tensor, mean_logps: torch.Tensor, step: int
+) -> tuple[torch.Tensor, Metrics]:
+    """The run's advantages of a batch: the "rewards" shapings, the chosen estimator, then the
+    "advantages" shapings. rewards, mean_logps: (P, G); success: (P, G) bool. Returns ((P, G), metrics)."""
+    metrics: Metrics = {}
+
+    def shape(stage: str, values: torch.Tensor) -> torch.Tensor:
+        for shaping in REWARD_SHAPINGS.values():
+            if shaping.stage == stage:
+                values, found = shaping.fn(cfg, values=values, rewards=rewards, success=success, mean_logps=mean_logps)
+                metrics.update(found)
+        return values
+
+    shaped = shape("rewards", rewards)
+    advantages, found = ADVANTAGE_ESTIMATORS[cfg.advantage_estimator](cfg, rewards=shaped, success=success, step=step)
+    metrics.update(found)
+    return shape("advantages", advantages), metrics
+
+
+@register_advantage("grpo")
+def _grpo(cfg: TrainConfig, *, rewards: torch.Tensor, **_) -> tuple[torch.Tensor, Metrics]:
+    """Group mean baseline, scaled by scale_rewards."""
+    return grpo_advantages(rewards, cfg.scale_rewards), {}
+
+
+@register_advantage("rloo")
+def _rloo(cfg: TrainConfig, *, rewards: torch.Tensor, **_) -> tuple[torch.Tensor, Metrics]:
+    """Leave-one-out baseline, scaled by scale_rewards."""
+    return rloo_advantages(rewards, cfg.scale_rewards), {}
+
+
+def _k(cfg: TrainConfig, step: int) -> int:
+    a = cfg.advantage
+    return scheduled_k(a.k, a.k_final, a.k_switch_step, step)
+
+
+@register_advantage("passk")
+def _passk(cfg: TrainConfig, *, success: torch.Tensor, step: int, **_) -> tuple[torch.Tensor, Metrics]:
+    """Pass@k Training on success (defined on 0/1 outcomes)."""
+    k = _k(cfg, step)
+    return passk_advantages(success.float(), k), {"advantage/k": float(k)}
+
+
+@register_advantage("pkpo")
+def _pkpo(cfg: TrainConfig, *, rewards: torch.Tensor, step: int, **_) -> tuple[torch.Tensor, Metrics]:
+    """PKPO's s^(loo-1) on the rewards (defined on any reward values: the best of k rewards)."""
+    k = _k(cfg, step)
+    return pkpo_advantages(rewards, k), {"advantage/k": float(k)}
+
+
+@register_advantage("grpo_passk")
+def _best_of_group(cfg: TrainConfig, *, rewards: torch.Tensor, **_) -> tuple[torch.Tensor, Metrics]:
+    """The group's best minus its second best, on the rewards; divided by the std unless scale_rewards is none."""
+    if cfg.scale_rewards not in ("group", "none"):
+        raise ValueError(f"grpo_passk divides by the group std or not: scale_rewards must be group or none (got {cfg.scale_rewards!r})")
+    return best_of_group_advantages(rewards, cfg.scale_rewards == "group"), {}
+
+
+@register_advantage("w_reinforce")
+def _w_reinforce(cfg: TrainConfig, *, success: torch.Tensor, **_) -> tuple[torch.Tensor, Metrics]:
+    """+lambda on success, -1 otherwise (defined on 0/1 outcomes)."""
+    return w_reinforce_advantages(success.float(), cfg.advantage.positive_weight), {}
+
+
+@register_reward_shaping("unlikeliness", stage="rewards")
+def _unlikeliness(cfg: TrainConfig, *, values, success, mean_logps, **_) -> tuple[torch.Tensor, Metrics]:
+    """advantage.rank_penalty > 0: the unlikeliness reward on successful rollouts."""
+    a = cfg.advantage
+    if not a.rank_penalty:
+        return values, {}
+    return unlikeliness_rewards(values, success, mean_logps, a.rank_penalty, a.rank_mixed_groups_only), {}
+
+
+@register_reward_shaping("focal", stage="advantages")
+def _focal(cfg: TrainConfig, *, values, success, **_) -> tuple[torch.Tensor, Metrics]:
+    """advantage.focal_gamma > 0: F-GRPO's (1 - success rate)^gamma on any estimator's advantages."""
+    if not cfg.advantage.focal_gamma:
+        return values, {}
+    return values * focal_weights(success, cfg.advantage.focal_gamma), {}
+
+
+def max_rl_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """MaxRL (arXiv 2602.02710; prime-rl's `max_rl`): A_i = (r_i - mean(r)) / mean(r), the group's
+    centred reward over its mean rather than its std, so a prompt solved with probability p weighs
+    about 1/p. Rewards are non-negative (canonically 0/1); a group whose mean is <= 0 gets zero
+    advantages. rewards: (P, G). Returns (P, G)."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    return torch.where(mean > 0, (rewards - mean) / mean.clamp(min=torch.finfo(rewards.dtype).tiny), 0.0)
+
+
+@register_advantage("max_rl")
+def _max_rl(cfg: TrainConfig, *, rewards: torch.Tensor, **_) -> tuple[torch.Tensor, Metrics]:
+    """MaxRL on the rewards (no knob)."""
+    return max_rl_advantages(rewards), {}

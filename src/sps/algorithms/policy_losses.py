@@ -1,20 +1,33 @@
-"""The published policy losses beside PPO's clipped surrogate, as pure per-token functions.
+"""The policy losses (PPO's clipped surrogate and the published ones beside it) and the extra loss
+terms (KL to a reference, the entropy bonus), as pure per-token functions registered by name.
 
-Shapes as in sps.algorithms.losses: b completions, t tokens, K candidates. Each returns
-(loss (b, t), low_clipped (b, t), high_clipped (b, t)) like `clipped_surrogate`; the trainer
-aggregates the per-token losses with `loss_weights`. POLICY_LOSSES registers them under the
-`loss_mode` names users select (verl's names); docs/baselines.md gives sources, defaults and quirks.
+Shapes as in sps.algorithms.losses: b completions, t tokens, K candidates. A registered policy loss
+is `fn(cfg, **inputs) -> (loss (b, t), metrics {name: (b, t) statistic})` and a loss term
+`fn(cfg, **inputs) -> (value (b, t), metrics)`, added to the loss times its coefficient. The inputs
+of one micro-batch, by keyword:
+  logp (b, t) with gradients; old_logp (b, t) the rollout policy's; advantages (b,);
+  success (b,) bool; mask (b, t) the tokens in the loss; generator, for losses that draw tokens;
+  and what the function declares it `needs`: "entropy" (b, t) with gradients, "topk" (topk_logp
+  (b, t, K) with gradients, is_top1 (b, t) bool, entropy (b, t) detached), "reference" (ref_logp (b, t)).
+The trainer's forward pass provides exactly the needs of the run's loss and active terms, and
+averages each metric over the valid tokens; `metrics` at registration names them, so a step logs
+them (as 0) even when no row needed a forward pass. cfg is the run's TrainConfig (a loss's own
+knobs live in its `policy_loss` section). `loss_mode` selects the loss by its name (verl's names);
+docs/baselines.md gives sources, defaults and quirks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from sps.algorithms.losses import clipped_ratio_loss, clipped_surrogate
+from sps.algorithms.losses import clipped_ratio_loss, clipped_surrogate, kl_k3
+
+if TYPE_CHECKING:
+    from sps.training.config import TrainConfig
 
 # SimKO's extra penalty on a wrong rollout's top-1 tokens at high entropy: a literal in the authors' code.
 SIMKO_NEGATIVE_SCALE = 1.1
@@ -27,7 +40,7 @@ def simko_surrogate(
     is_top1: torch.Tensor,
     entropy: torch.Tensor,
     advantages: torch.Tensor,
-    scores: torch.Tensor,
+    success: torch.Tensor,
     mask: torch.Tensor,
     epsilon_low: float,
     epsilon_high: float,
@@ -37,13 +50,13 @@ def simko_surrogate(
     """SimKO (Peng et al. 2025): PPO's clipped loss with two changes at each completion's
     high-entropy tokens (entropy above its `entropy_quantile` quantile over the completion):
 
-    - correct completions (score 1): the ratio becomes (1 - alpha) rho + (alpha/K) sum_i sg(rho) rho_i/sg(rho_i),
+    - correct completions (success): the ratio becomes (1 - alpha) rho + (alpha/K) sum_i sg(rho) rho_i/sg(rho_i),
       rho_i the ratio of the i-th top candidate: its value is rho, but a fraction alpha of the push
       goes to the K most likely tokens (their old log-probs cancel, so none are needed);
     - completions with a negative advantage: A is scaled by 1.1 where the sampled token is the top-1.
 
     logp, old_logp, entropy, mask: (b, t); topk_logp: (b, t, K) with gradients; is_top1: (b, t)
-    bool; advantages, scores: (b,). The entropy is used detached.
+    bool; advantages: (b,); success: (b,) bool. The entropy is used detached.
     """
     valid = mask > 0
     entropy = entropy.detach()
@@ -53,7 +66,7 @@ def simko_surrogate(
     candidates = ratio.detach().unsqueeze(-1) * torch.exp(topk_logp - topk_logp.detach())  # value rho each
     mix = alpha * (high_entropy & valid).to(ratio.dtype)
     mixed = (1 - mix) * ratio + mix / topk_logp.shape[-1] * candidates.sum(-1)
-    ratio = torch.where((scores == 1).unsqueeze(-1) & valid, mixed, ratio)
+    ratio = torch.where(success.unsqueeze(-1) & valid, mixed, ratio)
     top1_penalty = (advantages < 0).unsqueeze(-1) & is_top1 & high_entropy
     per_token_advantages = advantages.unsqueeze(-1) * torch.where(top1_penalty, SIMKO_NEGATIVE_SCALE, 1.0)
     return clipped_ratio_loss(ratio, per_token_advantages, epsilon_low, epsilon_high)
@@ -98,23 +111,22 @@ def clip_cov_surrogate(
 
 def kl_cov_surrogate(
     logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, ratio: float = 2e-3, coef: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     """KL-Cov (Cui et al. 2025): the unclipped policy-gradient loss -A rho on every token, plus
     coef * |log pi - log pi_old| on the max(1, int(ratio * valid tokens)) valid tokens of largest
-    Cov. No ratio clipping anywhere (the clipped masks are all False). On a fully on-policy
-    minibatch the penalty and its gradient are 0. logp, old_logp, mask: (b, t); advantages: (b,).
+    Cov. No ratio clipping anywhere. On a fully on-policy minibatch the penalty and its gradient
+    are 0. logp, old_logp, mask: (b, t); advantages: (b,). Returns the loss (b, t).
     """
     loss = -advantages.unsqueeze(-1) * torch.exp(logp - old_logp)
     valid = mask > 0
-    none = torch.zeros_like(valid)
     if not valid.any():
-        return loss, none, none
+        return loss
     cov = token_covariance(logp, advantages, mask).masked_fill(~valid, -torch.inf)
     count = max(1, int(int(valid.sum()) * ratio))
     chosen = torch.zeros_like(valid).flatten()
     chosen[cov.flatten().topk(count).indices] = True
     penalty = coef * (logp - old_logp).abs()
-    return torch.where(chosen.view_as(valid), loss + penalty, loss), none, none
+    return torch.where(chosen.view_as(valid), loss + penalty, loss)
 
 
 def forward_kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -125,60 +137,128 @@ def forward_kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return (torch.exp(log_u) - log_u - 1).clamp(-10, 10)
 
 
-@dataclass
-class SurrogateInputs:
-    """One micro-batch of what a policy loss may read. b rows, t tokens, K candidates."""
+# ---- the registries -----------------------------------------------------------------------------
 
-    logp: torch.Tensor  # (b, t) with gradients
-    old_logp: torch.Tensor  # (b, t) the rollout policy's
-    advantages: torch.Tensor  # (b,)
-    scores: torch.Tensor  # (b,) rewards: 1 = correct
-    mask: torch.Tensor  # (b, t) the tokens in the loss
-    epsilon_low: float
-    epsilon_high: float
-    entropy: torch.Tensor | None = None  # (b, t) when the loss needs_topk (or an entropy bonus is on)
-    topk_logp: torch.Tensor | None = None  # (b, t, K) when the loss needs_topk
-    is_top1: torch.Tensor | None = None  # (b, t) when the loss needs_topk
-    ref_logp: torch.Tensor | None = None  # (b, t) under the start model when the loss needs_reference
-    generator: torch.Generator | None = None  # for losses that draw tokens at random
+NEEDS = ("entropy", "topk", "reference")
+CLIP_METRICS = ("clip_ratio/low", "clip_ratio/high", "clip_ratio/region")
+TokenMetrics = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class PolicyLoss:
-    """A registered loss: loss(inputs, params) -> (loss, low_clipped, high_clipped), params being the
-    run's `policy_loss` settings, and what its forward pass must provide."""
-
-    loss: Callable[[SurrogateInputs, Any], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-    needs_topk: bool = False  # the top-K candidates, is_top1 and the (detached) entropy
-    needs_reference: bool = False
+    fn: Callable[..., tuple[torch.Tensor, TokenMetrics]]
+    needs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()  # the names of the (b, t) statistics it returns
     every_row: bool = False  # non-zero on rows with zero advantage, so those rows need their forward pass
 
 
-def _dph(x: SurrogateInputs, p) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    loss, low, high = clipped_surrogate(x.logp, x.old_logp, x.advantages, x.epsilon_low, x.epsilon_high)
-    correct = (x.scores == 1).unsqueeze(-1).to(loss.dtype)
-    return loss + p.dph_coef * correct * forward_kl_k3(x.logp, x.ref_logp), low, high
+@dataclass(frozen=True)
+class LossTerm:
+    fn: Callable[..., tuple[torch.Tensor, TokenMetrics]]
+    coef: Callable[[TrainConfig, float], float]  # (cfg, this step's entropy coefficient) -> coefficient; 0 = off
+    needs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
 
 
-POLICY_LOSSES: dict[str, PolicyLoss] = {
-    "vanilla": PolicyLoss(lambda x, p: clipped_surrogate(x.logp, x.old_logp, x.advantages, x.epsilon_low, x.epsilon_high)),
-    "simko": PolicyLoss(
-        lambda x, p: simko_surrogate(
-            x.logp, x.old_logp, x.topk_logp, x.is_top1, x.entropy, x.advantages, x.scores, x.mask,
-            x.epsilon_low, x.epsilon_high, p.simko_alpha, p.simko_entropy_quantile,
-        ),
-        needs_topk=True,
-    ),
-    "clip_cov": PolicyLoss(
-        lambda x, p: clip_cov_surrogate(
-            x.logp, x.old_logp, x.advantages, x.mask, x.epsilon_low, x.epsilon_high,
-            p.clip_cov_ratio, p.clip_cov_lb, p.clip_cov_ub, x.generator,
-        ),
-        every_row=True,
-    ),
-    "kl_cov": PolicyLoss(
-        lambda x, p: kl_cov_surrogate(x.logp, x.old_logp, x.advantages, x.mask, p.kl_cov_ratio, p.ppo_kl_coef),
-        every_row=True,
-    ),
-    "dph": PolicyLoss(_dph, needs_reference=True, every_row=True),
-}
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+LOSS_TERMS: dict[str, LossTerm] = {}
+
+
+def _check_needs(name: str, needs: tuple[str, ...]) -> None:
+    if unknown := set(needs) - set(NEEDS):
+        raise ValueError(f"{name}: unknown needs {sorted(unknown)}; a loss may need {', '.join(NEEDS)}")
+
+
+def register_policy_loss(name: str, needs: tuple[str, ...] = (), metrics: tuple[str, ...] = CLIP_METRICS, every_row: bool = False):
+    """Register `fn(cfg, **inputs) -> (loss (b, t), metrics)` as loss_mode `name`."""
+    _check_needs(name, needs)
+
+    def add(fn):
+        if name in POLICY_LOSSES:
+            raise ValueError(f"a policy loss named {name!r} is already registered")
+        POLICY_LOSSES[name] = PolicyLoss(fn, needs, metrics, every_row)
+        return fn
+
+    return add
+
+
+def register_loss_term(name: str, coef: Callable[[TrainConfig, float], float], needs: tuple[str, ...] = (), metrics: tuple[str, ...] = ()):
+    """Register `fn(cfg, **inputs) -> (value (b, t), metrics)`, added to every RL loss as
+    coef(cfg, entropy_coef) * value whenever that coefficient is not 0 (in registration order)."""
+    _check_needs(name, needs)
+
+    def add(fn):
+        if name in LOSS_TERMS:
+            raise ValueError(f"a loss term named {name!r} is already registered")
+        LOSS_TERMS[name] = LossTerm(fn, coef, needs, metrics)
+        return fn
+
+    return add
+
+
+def active_terms(cfg: TrainConfig, entropy_coef: float) -> dict[str, tuple[LossTerm, float]]:
+    """The loss terms on in this step, with their coefficients."""
+    found = {name: (term, term.coef(cfg, entropy_coef)) for name, term in LOSS_TERMS.items()}
+    return {name: (term, coef) for name, (term, coef) in found.items() if coef}
+
+
+def clip_range(cfg: TrainConfig) -> tuple[float, float]:
+    """(epsilon_low, epsilon_high) of PPO's clip; epsilon_high 0 means the same as epsilon."""
+    return cfg.epsilon, cfg.epsilon_high or cfg.epsilon
+
+
+def clip_metrics(low: torch.Tensor, high: torch.Tensor) -> TokenMetrics:
+    return {"clip_ratio/low": low, "clip_ratio/high": high, "clip_ratio/region": low | high}
+
+
+@register_policy_loss("vanilla")
+def vanilla_loss(cfg: TrainConfig, *, logp, old_logp, advantages, **_) -> tuple[torch.Tensor, TokenMetrics]:
+    """PPO's clipped surrogate."""
+    loss, low, high = clipped_surrogate(logp, old_logp, advantages, *clip_range(cfg))
+    return loss, clip_metrics(low, high)
+
+
+@register_policy_loss("simko", needs=("topk",))
+def simko_loss(cfg: TrainConfig, *, logp, old_logp, topk_logp, is_top1, entropy, advantages, success, mask, **_):
+    """SimKO; its "correct" completions are the successful ones."""
+    p = cfg.policy_loss
+    loss, low, high = simko_surrogate(logp, old_logp, topk_logp, is_top1, entropy, advantages, success, mask,
+                                      *clip_range(cfg), p.simko_alpha, p.simko_entropy_quantile)
+    return loss, clip_metrics(low, high)
+
+
+@register_policy_loss("clip_cov", every_row=True)
+def clip_cov_loss(cfg: TrainConfig, *, logp, old_logp, advantages, mask, generator, **_):
+    """Clip-Cov."""
+    p = cfg.policy_loss
+    loss, low, high = clip_cov_surrogate(logp, old_logp, advantages, mask, *clip_range(cfg), p.clip_cov_ratio,
+                                         p.clip_cov_lb, p.clip_cov_ub, generator)
+    return loss, clip_metrics(low, high)
+
+
+@register_policy_loss("kl_cov", metrics=(), every_row=True)
+def kl_cov_loss(cfg: TrainConfig, *, logp, old_logp, advantages, mask, **_):
+    """KL-Cov (no ratio clipping, so no clip statistics)."""
+    p = cfg.policy_loss
+    return kl_cov_surrogate(logp, old_logp, advantages, mask, p.kl_cov_ratio, p.ppo_kl_coef), {}
+
+
+@register_policy_loss("dph", needs=("reference",), every_row=True)
+def dph_loss(cfg: TrainConfig, *, logp, old_logp, advantages, success, ref_logp, **_):
+    """PPO's clipped surrogate plus dph_coef times the forward KL to the start model on successful rollouts."""
+    loss, low, high = clipped_surrogate(logp, old_logp, advantages, *clip_range(cfg))
+    correct = success.unsqueeze(-1).to(loss.dtype)
+    return loss + cfg.policy_loss.dph_coef * correct * forward_kl_k3(logp, ref_logp), clip_metrics(low, high)
+
+
+@register_loss_term("kl", coef=lambda cfg, entropy_coef: cfg.beta, needs=("reference",), metrics=("kl",))
+def kl_term(cfg: TrainConfig, *, logp, ref_logp, **_) -> tuple[torch.Tensor, TokenMetrics]:
+    """beta * KL(pi || reference), the k3 estimator per token."""
+    kl = kl_k3(logp, ref_logp)
+    return kl, {"kl": kl.detach()}
+
+
+@register_loss_term("entropy_bonus", coef=lambda cfg, entropy_coef: -entropy_coef, needs=("entropy",))
+def entropy_term(cfg: TrainConfig, *, entropy, **_) -> tuple[torch.Tensor, TokenMetrics]:
+    """- entropy_coef * token entropy (the coefficient fixed, or steered by adaptive_entropy)."""
+    return entropy, {}

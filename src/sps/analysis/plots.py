@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from itertools import cycle
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sps.analysis.runs import Run
 from sps.analysis.upper_bound import UpperBound
 from sps.evaluation.report import tick_labels
 from sps.io import save_figure
-
-if TYPE_CHECKING:  # report imports this module
-    from sps.analysis.report import Run
 
 SMOOTHING_WINDOW = 5
 BASE_STYLE = {"color": "black", "linestyle": "--", "marker": "o", "markersize": 3, "linewidth": 1.4}

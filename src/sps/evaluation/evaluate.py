@@ -44,6 +44,7 @@ def evaluate_model(
     dtype: str = "auto",
     device: str | None = None,
     overwrite: bool = False,
+    max_reward_failures: int = 0,
 ) -> dict[str, dict]:
     """Evaluate one model on each benchmark; returns {benchmark name: metrics}.
 
@@ -51,7 +52,7 @@ def evaluate_model(
     per benchmark. One benchmark writes into `out`; several write into out/<name>/ each, plus a
     combined table in out/summary.md.
     """
-    from sps.grading.registry import get_grader
+    from sps.grading.rewards import RewardFunctions
     from sps.models.loading import load_policy, load_tokenizer, resolve_model_path
 
     # Load every benchmark first, so a typo in the last one fails before any sampling.
@@ -66,17 +67,19 @@ def evaluate_model(
         model, tokenizer = load_policy(model_name, dtype=dtype, device=device)
     rollout = make_engine(engine, model, tokenizer, path, batch_size)
     out = Path(out)
-    results, graders = {}, {}
+    results, scorers = {}, {}
     try:
         for b in benchmarks:
-            name = grader or b.grader
-            graders.setdefault(name, get_grader(name))
-            settings = replace(base, benchmark=b.source, prompt_template=prompt_template or b.template, grader=name)
+            settings = replace(base, benchmark=b.source, prompt_template=prompt_template or b.template, grader=grader or b.grader)
+            key = tuple(settings.rewards())
+            if key not in scorers:
+                scorers[key] = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold)
             folder = out if len(benchmarks) == 1 else out / b.name
-            results[b.name] = run_eval(rollout, tokenizer, b, settings, folder, graders[name], batch_size, overwrite)
+            results[b.name] = run_eval(rollout, tokenizer, b, settings, folder, scorers[key], batch_size, overwrite,
+                                       max_reward_failures=max_reward_failures)
     finally:
-        for g in graders.values():
-            g.close()
+        for scorer in scorers.values():
+            scorer.close()
     if len(benchmarks) > 1:
         atomic_write_text(out / "summary.md", f"# {model_name}\n\n" + combined_table(results) + "\n")
     return results

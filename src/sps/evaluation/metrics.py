@@ -27,6 +27,10 @@ every power of two k <= n, and n; per-k maps use the string keys "1", "2", ...; 
     status_counts                {grading status: samples}
     finish_reason_counts         {finish reason ("stop", "length"): samples}
     mean_tokens                  mean completion length in tokens over all samples
+    mean_reward                  mean reward over the scored samples (null when the rows carry no
+                                 reward: samples written before rewards were recorded)
+    unscored                     samples whose reward could not be computed (a grader timeout or
+                                 error, a failed reward function): counted as not correct
     estimation                   {"ci_level", "ci_resamples", "maj_subsets", "seed"}: how the
                                  intervals and Maj@k were estimated
 """
@@ -265,6 +269,7 @@ def compute_metrics(
     extracted = [[row["extracted"] for row in samples] for samples in problems.values()]
     completions = [[row["completion"] for row in samples] for samples in problems.values()]
 
+    rewards = [row["reward"] for row in rows if row.get("reward") is not None]
     pass_values = np.stack([pass_at_k_array(np.full(num_problems, n), c, k) for k in ks], axis=1)
     maj_values = maj_at_k_array(extracted, correct, ks, max_subsets=maj_subsets, seed=seed)
     per_problem = np.column_stack([pass_values, c / n, maj_values])  # (P, 2K + 1)
@@ -289,6 +294,8 @@ def compute_metrics(
         "status_counts": dict(sorted(Counter(row["status"] for row in rows).items())),
         "finish_reason_counts": dict(sorted(Counter(row["finish_reason"] for row in rows).items())),
         "mean_tokens": float(np.mean([row["num_tokens"] for row in rows])),
+        "mean_reward": float(np.mean(rewards)) if rewards else None,
+        "unscored": sum(1 for row in rows if "reward" in row and row["reward"] is None),
         "estimation": {
             "ci_level": CI_LEVEL,
             "ci_resamples": ci_resamples,

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sps.evaluation.metrics import compute_metrics
 from sps.evaluation.report import write_report
+from sps.grading.rewards import check_failures
 from sps.io import append_jsonl, atomic_write_json, read_jsonl_repairing
 from sps.progress import progress_bar
 from sps.rollout.base import SamplingParams
@@ -40,6 +42,13 @@ class EvalSettings:
     prompt_template: str = "qwen-boxed"
     grader: str = "math"
     seed: int = 0
+    reward_funcs: list[str] = field(default_factory=list)  # empty: the grader (sps.grading.rewards)
+    reward_weights: list[float] = field(default_factory=list)
+    success_threshold: float = 1.0
+
+    def rewards(self) -> list[str]:
+        """What scores a sample: the reward functions, or the grader alone."""
+        return self.reward_funcs or [self.grader]
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_p, self.top_k, self.max_new_tokens)
@@ -56,7 +65,9 @@ def prepare_out_dir(out_dir: Path, settings: EvalSettings, overwrite: bool) -> N
     current = asdict(settings)
     if settings_file.exists() and not overwrite:
         stored = json.loads(settings_file.read_text())
-        differ = [f"{k}: {stored.get(k)!r} there, {v!r} now" for k, v in current.items() if stored.get(k) != v]
+        # A setting added since that evaluation was made counts as its default there.
+        defaults = asdict(EvalSettings(model="", benchmark=""))
+        differ = [f"{k}: {stored.get(k, defaults[k])!r} there, {v!r} now" for k, v in current.items() if stored.get(k, defaults[k]) != v]
         if differ:
             raise SettingsMismatch(
                 f"{out_dir} holds an evaluation with other settings ({'; '.join(differ)}). "
@@ -94,14 +105,17 @@ def run_eval(
     benchmark: Benchmark,
     settings: EvalSettings,
     out_dir: str | Path,
-    grader,
+    rewards,
     batch_rows: int = 256,
     overwrite: bool = False,
     show_progress: bool = True,
+    max_reward_failures: int = 0,
 ) -> dict:
-    """Sample, grade and report one benchmark into out_dir; returns the metrics dict.
+    """Sample, score and report one benchmark into out_dir; returns the metrics dict.
 
-    batch_rows: about how many samples are generated and graded between two writes.
+    rewards: the settings' sps.grading.rewards.RewardFunctions; a sample is correct when its reward
+    reaches success_threshold. batch_rows: about how many samples are generated and scored between
+    two writes.
     """
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, settings, overwrite)
@@ -120,20 +134,24 @@ def run_eval(
             seed = stable_seed(settings.seed, tuple(batch), tuple(todo[batch[0]]))
             groups = engine.generate(prompts, count, sampling, seed=seed)
             flat = [(pid, index, c) for pid, group in zip(batch, groups) for index, c in zip(todo[pid], group)]
-            grades = grader.grade([c.text for _, _, c in flat], [by_id[pid] for pid, _, _ in flat])
+            problems = [by_id[pid] for pid, _, _ in flat]
+            scores = rewards.score([p.problem for p in problems], [c.text for _, _, c in flat], [c.token_ids for _, _, c in flat],
+                                   problems, count)
+            check_failures(scores, max_reward_failures, f"{benchmark.name}, one batch of samples")
             new_rows = [
                 {
                     "problem_id": pid,
                     "sample_index": index,
                     "completion": c.text,
                     "extracted": g.extracted,
-                    "correct": g.correct,
+                    "correct": bool(reward >= settings.success_threshold),
+                    "reward": None if math.isnan(reward) else reward,
                     "status": g.status,
                     "detail": g.detail,
                     "num_tokens": len(c.token_ids),
                     "finish_reason": c.finish_reason,
                 }
-                for (pid, index, c), g in zip(flat, grades)
+                for (pid, index, c), g, reward in zip(flat, scores.grades, scores.rewards, strict=True)
             ]
             append_jsonl(samples_file, new_rows)
             rows.extend(new_rows)

@@ -11,7 +11,7 @@ from sps.tasks.problem import Problem
 
 
 def _countdown_grader(**kwargs: object) -> Grader:
-    from sps.tasks.countdown import CountdownGrader  # the testbed task, loaded only when graded
+    from sps.grading.countdown import CountdownGrader  # the testbed task, loaded only when graded
 
     return CountdownGrader(**kwargs)
 

@@ -31,7 +31,7 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from sps.algorithms.irl import irl_token_loss, irl_token_weights  # noqa: E402
 from sps.training.batch import policy_logprobs  # noqa: E402
-from sps.training.config import SPSConfig  # noqa: E402
+from sps.training.config import SPSConfig, TrainConfig  # noqa: E402
 from sps.training.sps_phase import DemoBuffer, build_demos, step_phase, validate_sps  # noqa: E402
 
 # The SPSConfig options a TRL user sets, as GRPOConfig fields named sps_<option>.
@@ -82,6 +82,7 @@ class SPSGRPOTrainer(GRPOTrainer):
         if not isinstance(self.args, SPSGRPOConfig):
             raise TypeError(f"SPSGRPOTrainer needs args=SPSGRPOConfig(...), got {type(self.args).__name__}")
         self.sps = self.args.sps_config()
+        self.schedule = TrainConfig(algorithm="sps", sps=self.sps)  # step_phase's view of the run: the cycle
         self.demo_buffer = DemoBuffer(self.sps.buffer_window, self.sps.buffer_size)
         self.generation_batches = 0  # the buffer's clock
         self.batch_prompts: list[list[int]] = []  # the distinct prompts of the latest generation batch, all processes
@@ -122,7 +123,8 @@ class SPSGRPOTrainer(GRPOTrainer):
         self.demo_buffer.forget_expired(self.generation_batches)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not self.model.training or step_phase(self.sps, self.state.global_step + 1, {}) != "irl":
+        phase = step_phase(self.schedule, self.state.global_step + 1, {})
+        if not self.model.training or any("rl" in update.parts for update in phase.updates):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         step = self.generation_batches
         with_demos = [p for p in self.batch_prompts if self.demo_buffer.demos(ids_key(p), step)]

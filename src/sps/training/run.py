@@ -17,114 +17,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
-from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS, SCALINGS, zero_std_fraction
-from sps.algorithms.losses import AGGREGATIONS
-from sps.algorithms.policy_losses import POLICY_LOSSES
-from sps.evaluation.metrics import solved_diversity
-from sps.grading.base import STATUSES
 from sps.io import append_jsonl, atomic_write_jsonl, atomic_write_text, read_jsonl, read_jsonl_repairing
 from sps.progress import progress_bar
-from sps.tasks.prompts import MODES
-from sps.training.batch import RolloutBatch
 from sps.training.config import TrainConfig
-from sps.training.distributed import MIXED_PRECISIONS, PARALLELISMS, World
+from sps.training.distributed import World
 from sps.training.guards import GUARD_STEPS, guard_warnings
-from sps.training.sps_phase import validate_sps
+from sps.training.loggers import open_writers
 
 # Settings a resumed run may change: they do not change what the steps compute.
 RESUMABLE_CHANGES = (
     "max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size",
     "gradient_checkpointing",
 )
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Raise ValueError naming the first inconsistent setting, before any work starts."""
-    a = cfg.advantage
-    checks = [
-        (bool(cfg.model), "model is required (a folder, hub id, smollm2-135m-instruct or testbed)"),
-        (cfg.algorithm in ("grpo", "sps"), "algorithm must be grpo or sps"),
-        (cfg.loss_type in AGGREGATIONS, f"loss_type must be one of {', '.join(AGGREGATIONS)}"),
-        (cfg.scale_rewards in SCALINGS, f"scale_rewards must be one of {', '.join(SCALINGS)}"),
-        (cfg.advantage_estimator in ADVANTAGE_ESTIMATORS, f"advantage_estimator must be one of {', '.join(ADVANTAGE_ESTIMATORS)}"),
-        (cfg.prompt_mode in MODES, f"prompt_mode must be one of {', '.join(MODES)}"),
-        (cfg.loss_mode in POLICY_LOSSES, f"loss_mode must be one of {', '.join(POLICY_LOSSES)}"),
-        (cfg.advantage_estimator not in ("passk", "pkpo") or min(a.k, a.k_final) >= 1 and max(a.k, a.k_final) <= cfg.num_generations,
-         f"advantage.k and advantage.k_final must be between 1 and num_generations (got k = {a.k}, k_final = {a.k_final}, G = {cfg.num_generations})"),
-        (cfg.advantage_estimator != "grpo_passk" or cfg.scale_rewards in ("group", "none"), "grpo_passk takes scale_rewards group (divide by the std) or none"),
-        (min(a.focal_gamma, a.rank_penalty, a.positive_weight) >= 0, "advantage.focal_gamma, rank_penalty and positive_weight must be >= 0"),
-        (cfg.policy_loss.simko_top_k >= 1 and 0 <= cfg.policy_loss.simko_entropy_quantile <= 1, "policy_loss.simko_top_k must be >= 1 and simko_entropy_quantile in [0, 1]"),
-        (cfg.adaptive_entropy.delta >= 0 and cfg.adaptive_entropy.coef_min <= cfg.adaptive_entropy.coef_max, "adaptive_entropy.delta must be >= 0 and coef_min <= coef_max"),
-        (cfg.num_generations >= 2, "num_generations must be >= 2 (advantages compare completions of a prompt)"),
-        (cfg.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
-        (cfg.max_completion_length >= 1, "max_completion_length must be >= 1"),
-        (cfg.temperature > 0, "temperature must be > 0"),
-        (cfg.learning_rate > 0, "learning_rate must be > 0"),
-        (cfg.epsilon > 0 and cfg.epsilon_high >= 0, "epsilon must be > 0 and epsilon_high >= 0"),
-        (cfg.beta >= 0 and cfg.entropy_coef >= 0, "beta and entropy_coef must be >= 0"),
-        (cfg.num_iterations >= 1, "num_iterations must be >= 1"),
-        (cfg.steps_per_generation >= 1, "steps_per_generation must be >= 1"),
-        (cfg.steps_per_generation <= cfg.prompts_per_step * cfg.num_generations, "steps_per_generation cannot exceed the rollouts per step"),
-        (cfg.micro_batch_size >= 0, "micro_batch_size must be >= 0"),
-        (cfg.max_steps >= 1 and cfg.save_every >= 1, "max_steps and save_every must be >= 1"),
-        (cfg.eval_n >= 1 and cfg.eval_limit >= 0, "eval_n must be >= 1 and eval_limit >= 0"),
-        (not cfg.replay_buffer or cfg.algorithm == "grpo", "replay_buffer is a GRPO control; use it with algorithm grpo"),
-        (set(cfg.report_to) <= {"tensorboard", "wandb", "jsonl"}, "report_to takes tensorboard and wandb (the JSON Lines log is always written)"),
-        (cfg.parallelism in PARALLELISMS, f"parallelism must be one of {', '.join(PARALLELISMS)}"),
-        (cfg.mixed_precision in MIXED_PRECISIONS, f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}"),
-        (cfg.mixed_precision == "none" or cfg.dtype == "float32", "mixed_precision bf16 computes from fp32 weights: set dtype float32"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(f"config: {message}")
-    validate_sps(cfg.sps)
-
-
-def rollout_metrics(world: World, batch: RolloutBatch, rewards: torch.Tensor, grades, group_size: int) -> dict[str, float]:
-    """The step's rollout statistics over all processes: rewards, lengths, entropy, likelihoods
-    and the squeezing metrics (distinct correct completions per prompt and top-1 share)."""
-    lengths = batch.completion_mask.sum(-1)
-    mean_logps = batch.old_logps.sum(-1) / lengths.clamp(min=1)
-    local = {
-        "rewards": rewards.tolist(),
-        "lengths": lengths.tolist(),
-        "truncated": batch.truncated.tolist(),
-        "mean_logps": mean_logps.tolist(),
-        "entropy_sum": float((batch.entropies * batch.completion_mask).sum()) if batch.entropies is not None else None,
-        "texts": batch.texts,
-        "extracted": [g.extracted for g in grades],
-        "statuses": [g.status for g in grades],
-    }
-    merged = {k: [v for part in world.gather(local) for v in (part[k] if isinstance(part[k], list) else [part[k]])] for k in local}
-    rewards_all = torch.tensor(merged["rewards"])
-    correct = rewards_all.flatten() > 0
-    logps = torch.tensor(merged["mean_logps"])
-    lengths_all = torch.tensor(merged["lengths"])
-    metrics = {
-        "reward": float(rewards_all.mean()),
-        "reward_std": float(rewards_all.std()),
-        "frac_reward_zero_std": zero_std_fraction(rewards_all),
-        "completions/mean_length": float(lengths_all.mean()),
-        "completions/min_length": float(lengths_all.min()),
-        "completions/max_length": float(lengths_all.max()),
-        "completions/truncated_fraction": float(np.mean(merged["truncated"])),
-        "logp/correct": float(logps[correct].mean()) if correct.any() else float("nan"),
-        "logp/incorrect": float(logps[~correct].mean()) if (~correct).any() else float("nan"),
-    }
-    if None not in merged["entropy_sum"]:
-        metrics["entropy"] = sum(merged["entropy_sum"]) / max(float(lengths_all.sum()), 1.0)
-    groups = lambda xs: [xs[i : i + group_size] for i in range(0, len(xs), group_size)]  # noqa: E731
-    diversity = solved_diversity(groups(merged["texts"]), groups(merged["extracted"]), correct.view(-1, group_size).numpy())
-    metrics["distinct_correct_per_prompt"] = diversity["distinct_correct_per_solved"] or 0.0
-    metrics["distinct_answers_per_prompt"] = diversity["distinct_answers_per_solved"] or 0.0
-    metrics["top1_share"] = diversity["top1_share"] if diversity["top1_share"] is not None else float("nan")
-    metrics["solved_fraction"] = float(correct.view(-1, group_size).any(-1).float().mean())
-    for status in (s for s in STATUSES if s != "ok"):  # every step logs each, 0 included, so a key never goes missing
-        metrics[f"grading/{status}_fraction"] = merged["statuses"].count(status) / len(merged["statuses"])
-    return metrics
 
 
 class RunFiles:
@@ -175,15 +81,14 @@ class RunFiles:
         atomic_write_text(saved_file, yaml.safe_dump(current, sort_keys=False))
 
     def start_model(self) -> str:
-        """The model training starts from; 'testbed' is the built-in testbed (built if needed)."""
-        if self.cfg.model != "testbed":
-            return self.cfg.model
-        from sps.models.testbed import TestbedConfig, build_testbed
+        """The model training starts from, as from_pretrained takes it; the main process builds the
+        testbed (or converts SmolLM2) first, so the others find it done."""
+        from sps.models.loading import resolve_model_path
 
         if self.world.is_main:
-            build_testbed(TestbedConfig())
+            resolve_model_path(self.cfg.model)
         self.world.barrier()
-        return str(build_testbed(TestbedConfig(), show_progress=False))
+        return resolve_model_path(self.cfg.model)
 
     def note_skipped(self, benchmark) -> None:
         if self.world.is_main:
@@ -256,7 +161,7 @@ class RunFiles:
 
     def evaluate_one(self, step: int, benchmark, folder: Path, engine, tokenizer) -> dict:
         from sps.evaluation.runner import EvalSettings, run_eval
-        from sps.grading.registry import get_grader
+        from sps.grading.rewards import RewardFunctions
 
         cfg = self.cfg
         settings = EvalSettings(
@@ -270,12 +175,16 @@ class RunFiles:
             prompt_template=cfg.prompt_template or benchmark.template,
             grader=cfg.grader or benchmark.grader,
             seed=cfg.seed,
+            reward_funcs=cfg.reward_funcs,
+            reward_weights=cfg.reward_weights,
+            success_threshold=cfg.success_threshold,
         )
-        grader = get_grader(settings.grader)
+        rewards = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold, cfg.reward_timeout)
         try:
-            return run_eval(engine, tokenizer, benchmark, settings, folder, grader, cfg.generation_batch_size, show_progress=False)
+            return run_eval(engine, tokenizer, benchmark, settings, folder, rewards, cfg.generation_batch_size,
+                            show_progress=False, max_reward_failures=cfg.max_reward_failures)
         finally:
-            grader.close()
+            rewards.close()
 
     def track_probes(self, step: int, benchmark, folder: Path, model, tokenizer) -> None:
         """Select the probe set from the start model's samples (step 0), then log its likelihoods."""
@@ -313,35 +222,3 @@ class RunFiles:
             close = getattr(writer, "close", None)
             if close:
                 close()
-
-
-def open_writers(cfg: TrainConfig, run_dir: Path) -> list:
-    """Extra metric sinks named in report_to; a missing package is an error that says so."""
-    writers = []
-    for name in cfg.report_to:
-        if name == "tensorboard":
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:
-                raise ValueError("report_to tensorboard needs the tensorboard package (pip install tensorboard)") from e
-            board = SummaryWriter(str(run_dir / "tensorboard"))
-
-            def write(step, metrics, board=board):
-                for k, v in metrics.items():
-                    board.add_scalar(k, v, step)
-
-            write.close = board.close
-            writers.append(write)
-        elif name == "wandb":
-            try:
-                import wandb
-            except ImportError as e:
-                raise ValueError("report_to wandb needs the wandb package (pip install wandb)") from e
-            wandb_run = wandb.init(project="sps", dir=str(run_dir), config=dataclasses.asdict(cfg), id=run_dir.name, resume="allow")
-
-            def write(step, metrics, wandb_run=wandb_run):
-                wandb_run.log(metrics, step=step)
-
-            write.close = wandb_run.finish
-            writers.append(write)
-    return writers

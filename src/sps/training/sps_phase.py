@@ -4,7 +4,7 @@ rollouts into a batch of weighted demonstrations. The maths is in sps.algorithms
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -18,7 +18,7 @@ from sps.algorithms.irl import (
 )
 from sps.rollout.base import Completion
 from sps.training.batch import RolloutBatch, collate_rows
-from sps.training.config import SPSConfig
+from sps.training.config import SPSConfig, TrainConfig
 
 SCHEDULES = ("cycle", "joint", "trigger")
 TRIGGER_STATISTICS = {"top1_share": "above", "entropy": "below", "distinct_correct_per_prompt": "below"}
@@ -47,8 +47,8 @@ def validate_sps(cfg: SPSConfig) -> None:
             raise ValueError(message)
 
 
-def step_phase(cfg: SPSConfig, step: int, stats: dict[str, float]) -> str:
-    """What training step `step` (1-based) does with its rollouts.
+def scheduled_phase(cfg: SPSConfig, step: int, stats: dict[str, float]) -> str:
+    """What SPS's schedule makes training step `step` (1-based) do with its rollouts.
 
     "rl": an RL update; "irl": an IRL update instead; "rl+irl": an RL update, then an IRL update
     on the same rollouts; "joint": one update on RL loss + joint_coef * IRL loss.
@@ -69,6 +69,50 @@ def step_phase(cfg: SPSConfig, step: int, stats: dict[str, float]) -> str:
     return "rl" if (step - 1) % (cfg.rl_steps + cfg.irl_steps) < cfg.rl_steps else "irl"
 
 
+@dataclass(frozen=True)
+class Update:
+    """One policy update of a step: the loss parts it sums ("rl", "irl"), its minibatches (one
+    optimizer step each) and epochs over them, its learning rate as a multiple of the run's, the
+    IRL part's weight, where its loss and grad_norm are logged, and its seed's label."""
+
+    parts: tuple[str, ...]
+    minibatches: int
+    epochs: int
+    lr_scale: float = 1.0
+    irl_scale: float = 1.0
+    prefix: str = ""
+    seed: str = "update"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What a step does: its name in the log and its updates, run in order."""
+
+    name: str
+    updates: tuple[Update, ...]
+
+    @property
+    def needs_demos(self) -> bool:
+        return any("irl" in update.parts for update in self.updates)
+
+
+def step_phase(cfg: TrainConfig, step: int, stats: dict[str, float]) -> Phase:
+    """The updates of training step `step`: one RL update (num_iterations epochs over
+    steps_per_generation minibatches) unless SPS's schedule says otherwise. An IRL update takes
+    one optimizer step on the demonstrations; under joint, the IRL rows are spread over the RL
+    minibatches, so each gets a full share (joint_coef x the minibatches)."""
+    name = scheduled_phase(cfg.sps, step, stats) if cfg.algorithm == "sps" else "rl"
+    rl = Update(("rl",), cfg.steps_per_generation, cfg.num_iterations)
+    irl = Update(("irl",), 1, 1, lr_scale=cfg.sps.irl_learning_rate_scale)
+    updates = {
+        "rl": (rl,),
+        "irl": (irl,),
+        "rl+irl": (rl, replace(irl, prefix="irl/", seed="irl")),
+        "joint": (replace(rl, parts=("rl", "irl"), irl_scale=cfg.sps.joint_coef * cfg.steps_per_generation),),
+    }
+    return Phase(name, updates[name])
+
+
 class DemoBuffer:
     """Per prompt, the distinct correct trajectories that on-policy rollouts found in the last
     `window` steps, at most `size` of them (the most recently seen kept), with how many times each
@@ -85,6 +129,13 @@ class DemoBuffer:
         found[text] = (token_ids, step, times + 1)
         while len(found) > self.size:
             del found[next(iter(found))]
+
+    def add_successes(self, problem_ids: list[str], groups: list[list[Completion]], success: torch.Tensor, step: int) -> None:
+        """Add every successful completion of the step (groups P x G, success (P, G) bool)."""
+        for pid, group, flags in zip(problem_ids, groups, success.tolist(), strict=True):
+            for completion, ok in zip(group, flags, strict=True):
+                if ok:
+                    self.add(pid, step, completion.token_ids, completion.text)
 
     def demos(self, problem_id: str, step: int) -> list[tuple[list[int], str]]:
         """(token ids, text) of the buffered trajectories still inside the window at `step`."""

@@ -16,18 +16,13 @@ from pathlib import Path
 
 import torch
 
-from sps.algorithms.advantages import (
-    ADVANTAGE_ESTIMATORS,
-    AdvantageParams,
-    focal_weights,
-    scheduled_k,
-    unlikeliness_rewards,
-)
+from sps.algorithms.advantages import compute_advantages, fill_unscored
 from sps.algorithms.entropy_control import EntropyController
 from sps.algorithms.irl import irl_token_loss, irl_token_weights
-from sps.algorithms.losses import kl_k3, loss_weights
-from sps.algorithms.policy_losses import POLICY_LOSSES, SurrogateInputs
+from sps.algorithms.losses import loss_weights
+from sps.algorithms.policy_losses import POLICY_LOSSES, active_terms
 from sps.evaluation.runner import stable_seed
+from sps.grading.rewards import RewardError
 from sps.rollout.base import Completion, SamplingParams
 from sps.tasks.templates import encode_prompt
 from sps.training.batch import PolicyForward, RolloutBatch, collate, collate_rows, policy_logprobs
@@ -39,15 +34,18 @@ from sps.training.checkpoint import (
 )
 from sps.training.config import TrainConfig
 from sps.training.distributed import World, gather_full_weights, init_world, parallelize
+from sps.training.metrics import rollout_metrics
 from sps.training.optimize import LossPart, optimize
-from sps.training.run import RunFiles, rollout_metrics, validate
-from sps.training.sps_phase import DemoBatch, DemoBuffer, build_demos, step_phase
+from sps.training.rollouts import Rollouts, record_rollouts
+from sps.training.run import RunFiles
+from sps.training.sps_phase import DemoBatch, DemoBuffer, Update, build_demos, step_phase
+from sps.training.validate import validate
 
 
 def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     """Train (or resume) the run in cfg.output_dir; returns that folder."""
     from sps.evaluation.evaluate import make_engine
-    from sps.grading.registry import get_grader
+    from sps.grading.rewards import RewardFunctions
     from sps.models.loading import default_device, load_policy
     from sps.tasks.benchmarks import load_benchmark
     from sps.tasks.prompts import PromptSource
@@ -69,12 +67,12 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     start_model = run.start_model()
     model, tokenizer = load_policy(str(checkpoint[1]) if checkpoint else start_model, cfg.dtype, device)
     model = parallelize(model, cfg.parallelism, cfg.mixed_precision, cfg.cpu_offload, cfg.gradient_checkpointing)
-    needs_reference = cfg.beta or POLICY_LOSSES[cfg.loss_mode].needs_reference
+    needs_reference = "reference" in forward_needs(cfg, entropy_coef=0.0)
     reference = load_policy(start_model, cfg.dtype, device)[0].requires_grad_(False) if needs_reference else None
     train_data = load_benchmark(cfg.train_data, cfg.data_dir or None)
     run.note_skipped(train_data)
     template = cfg.prompt_template or train_data.template
-    grader = get_grader(cfg.grader or train_data.grader)
+    grader = RewardFunctions(cfg.reward_funcs or [cfg.grader or train_data.grader], cfg.reward_weights, cfg.success_threshold, cfg.reward_timeout)
     prompts = PromptSource(
         train_data.problems, cfg.prompts_per_step, cfg.prompt_mode, cfg.train_size or len(train_data.problems), cfg.seed
     )
@@ -161,27 +159,32 @@ def training_step(
     t0 = time.monotonic()
     groups = engine.generate(prompt_ids, cfg.num_generations, sampling, seed=stable_seed(cfg.seed, step, world.rank))
     t1 = time.monotonic()
-    grades = grader.grade([c.text for g in groups for c in g], [p for p, g in zip(problems, groups) for _ in g])
+    completions = [c for g in groups for c in g]
+    repeated = [p for p in problems for _ in range(cfg.num_generations)]
+    scores = grader.score([p.problem for p in repeated], [c.text for c in completions], [c.token_ids for c in completions],
+                          repeated, cfg.num_generations)
+    failures = int(world.sum(torch.tensor(len(scores.failures))))  # every process stops, or none
+    if failures > cfg.max_reward_failures:
+        first = scores.failures[0] if scores.failures else "on another process"
+        raise RewardError(f"step {step}: {failures} reward failure(s), more than max_reward_failures ({cfg.max_reward_failures}); first: {first}")  # noqa: E501
     t2 = time.monotonic()
     batch = collate(prompt_ids, groups, tokenizer.pad_token_id)
     if cfg.recompute_old_logprobs:
         model.eval()
         with torch.no_grad():
             batch.old_logps = policy_logprobs(model, batch, cfg.temperature)[0].cpu() * batch.completion_mask
-    rewards = torch.tensor([float(g.correct) for g in grades]).view(len(problems), cfg.num_generations)
-    metrics = rollout_metrics(world, batch, rewards, grades, cfg.num_generations)
+    rewards = torch.tensor(scores.rewards).view(len(problems), cfg.num_generations)  # NaN: unscored
+    success = rewards >= cfg.success_threshold
+    rollouts = record_rollouts(world, problems, prompt_ids, groups, scores.grades, batch, rewards, success)
+    metrics = rollout_metrics(rollouts.everywhere, cfg.num_generations)
+    metrics["reward/failures"] = float(failures)
     # The adaptive entropy bonus steers -mean log-prob of the sampled tokens (Skywork-OR1's measure).
-    sampled_entropy = -float(world.sum((batch.old_logps * batch.completion_mask).sum())) / max(float(world.sum(batch.completion_mask.sum())), 1.0)
+    sampled_entropy = -sum(rollouts.everywhere.logp_sums) / max(float(rollouts.everywhere.lengths.sum()), 1.0)
     entropy_coef = entropy_control.bonus()
 
-    phase = step_phase(cfg.sps, step, metrics) if cfg.algorithm == "sps" else "rl"
-    correct = rewards.bool().tolist()
-    problem_ids = [p.id for p in problems]
+    phase = step_phase(cfg, step, metrics)
     if buffer is not None:
-        for pid, group, flags in zip(problem_ids, groups, correct):
-            for c, ok in zip(group, flags):
-                if ok:
-                    buffer.add(pid, step, c.token_ids, c.text)
+        buffer.add_successes(rollouts.problem_ids, groups, success, step)
         buffer.forget_expired(step)
 
     def score(rows: RolloutBatch) -> torch.Tensor:
@@ -190,40 +193,32 @@ def training_step(
     demos, replayed = None, 0
     model.eval()
     with torch.no_grad():
-        if phase != "rl":
-            demos = build_demos(cfg.sps, prompt_ids, problem_ids, groups, correct, buffer, step, score, tokenizer.pad_token_id)
+        if phase.needs_demos:
+            demos = build_demos(cfg.sps, prompt_ids, rollouts.problem_ids, groups, success.tolist(), buffer, step, score,
+                                tokenizer.pad_token_id)
         if world.size > 1 and float(world.sum(torch.tensor(float(demos is not None)))) < world.size:
             demos = None  # every process must take the same updates: skip IRL unless all have demos
         if cfg.replay_buffer:
-            batch, replayed = with_replay(batch, prompt_ids, problem_ids, groups, buffer, step, score, tokenizer.pad_token_id)
+            batch, replayed = with_replay(rollouts, buffer, step, score, tokenizer.pad_token_id)
 
-    parts = []
-    if phase in ("rl", "rl+irl", "joint"):
-        parts.append(rl_part(cfg, world, reference, batch, rewards, replayed, step, entropy_coef))
-    if phase in ("irl", "joint") and demos is not None:
-        # Under joint the IRL rows are split over the RL minibatches: scale them to a full share each.
-        scale = cfg.sps.joint_coef * cfg.steps_per_generation if phase == "joint" else 1.0
-        parts.append(irl_part(cfg, world, demos, scale))
-    irl_only = phase == "irl"
-    update = run_update(
-        cfg, world, model, optimizer, parts, 1 if irl_only else cfg.steps_per_generation,
-        1 if irl_only else cfg.num_iterations, seed=stable_seed(cfg.seed, step, "update"),
-        lr_scale=cfg.sps.irl_learning_rate_scale if irl_only else 1.0,
-    )
-    if phase == "rl+irl" and demos is not None:
-        irl = run_update(
-            cfg, world, model, optimizer, [irl_part(cfg, world, demos, 1.0)], 1, 1,
-            seed=stable_seed(cfg.seed, step, "irl"), lr_scale=cfg.sps.irl_learning_rate_scale,
-        )
-        update["irl/loss"], update["irl/grad_norm"] = irl["loss"], irl["grad_norm"]
-        update["nonfinite_updates"] += irl["nonfinite_updates"]
+    def parts(update: Update) -> list[LossPart]:
+        built = {
+            "rl": lambda: rl_part(cfg, world, reference, rollouts, batch, replayed, step, entropy_coef, metrics),
+            "irl": lambda: None if demos is None else irl_part(cfg, world, demos, update.irl_scale),
+        }
+        return [part for part in (built[name]() for name in update.parts) if part is not None]
+
+    metrics["nonfinite_updates"] = 0
+    for update in phase.updates:
+        result = run_update(cfg, world, model, optimizer, parts(update), update, seed=stable_seed(cfg.seed, step, update.seed))
+        metrics["nonfinite_updates"] += result.pop("nonfinite_updates")
+        metrics.update({update.prefix + name: value for name, value in result.items()})
     if hasattr(engine, "load_weights"):  # an engine with its own copy of the weights (vLLM)
         engine.load_weights(model)
         gather_full_weights(model)  # taking the state dict resharded a sharded model
     t3 = time.monotonic()
 
-    metrics.update(update)
-    metrics["phase"] = phase
+    metrics["phase"] = phase.name
     metrics["entropy_control/coef"], metrics["entropy_control/sampled_entropy"] = entropy_coef, sampled_entropy
     entropy_control.update(sampled_entropy)
     if demos is not None:
@@ -232,7 +227,7 @@ def training_step(
         metrics["buffer/prompts"] = float(len(buffer.entries))
     if cfg.replay_buffer:
         metrics["replay/rows"] = float(replayed)
-    generated = float(world.sum(batch.completion_mask.sum()))
+    generated = float(rollouts.everywhere.lengths.sum())
     metrics.update(
         {
             "time/generate": t1 - t0,
@@ -246,36 +241,46 @@ def training_step(
     return metrics
 
 
+def forward_needs(cfg: TrainConfig, entropy_coef: float) -> set[str]:
+    """What the RL loss's forward pass must provide: the policy loss's needs and its active terms'."""
+    needs = set(POLICY_LOSSES[cfg.loss_mode].needs)
+    for term, _ in active_terms(cfg, entropy_coef).values():
+        needs.update(term.needs)
+    return needs
+
+
 def rl_part(
-    cfg: TrainConfig, world: World, reference, batch: RolloutBatch, rewards: torch.Tensor, replayed: int, step: int, entropy_coef: float
+    cfg: TrainConfig, world: World, reference, rollouts: Rollouts, batch: RolloutBatch, replayed: int, step: int,
+    entropy_coef: float, metrics: dict,
 ) -> LossPart:
-    """The GRPO-family loss on this step's rollouts (plus `replayed` buffer rows at the end of
-    the batch, with advantage replay_advantage): loss_mode's policy loss on advantage_estimator's
-    advantages of the (shaped) rewards, plus beta * KL and minus entropy_coef * entropy."""
-    all_rewards = torch.cat(world.gather(rewards))  # advantages see the whole global batch
-    rows = rewards.numel()
-    mean_logps = batch.old_logps[:rows].sum(-1) / batch.completion_mask[:rows].sum(-1).clamp(min=1)
-    all_mean_logps = torch.cat(world.gather(mean_logps.view_as(rewards)))
-    a = cfg.advantage
-    shaped = unlikeliness_rewards(all_rewards, all_mean_logps, a.rank_penalty, a.rank_mixed_groups_only)
-    params = AdvantageParams(cfg.scale_rewards, scheduled_k(a.k, a.k_final, a.k_switch_step, step), a.positive_weight)
-    advantages = ADVANTAGE_ESTIMATORS[cfg.advantage_estimator](shaped, params) * focal_weights(all_rewards, a.focal_gamma)
+    """The GRPO-family loss on this step's rollouts (`batch`: theirs, plus `replayed` buffer rows at
+    the end with advantage replay_advantage): loss_mode's policy loss on the advantages of the
+    rewards, plus each active loss term (beta * KL, -entropy_coef * entropy). The advantages see the
+    whole global batch; their metrics go into `metrics`."""
+    everywhere = rollouts.everywhere
+    rewards = fill_unscored(everywhere.rewards)
+    advantages, found = compute_advantages(cfg, rewards, everywhere.success, everywhere.mean_logps, step)
+    metrics.update(found)
+    rows = rollouts.rewards.numel()
     advantages = advantages.flatten()[world.rank * rows : (world.rank + 1) * rows]
     advantages = torch.cat([advantages, torch.full((replayed,), cfg.replay_advantage)])
-    scores = torch.cat([rewards.flatten(), torch.ones(replayed)])  # replayed rows are correct trajectories
+    success = torch.cat([rollouts.success.flatten(), torch.ones(replayed, dtype=torch.bool)])  # replayed rows succeeded
     mask = batch.completion_mask.clone()
+    mask[:rows][rollouts.rewards.flatten().isnan()] = 0  # unscored: no reward to learn from
     if cfg.mask_truncated_completions:
         mask[batch.truncated] = 0
     if cfg.drop_zero_variance_groups:
+        rewards = fill_unscored(rollouts.rewards)
         mask[:rows][(rewards.max(1).values == rewards.min(1).values).repeat_interleave(cfg.num_generations)] = 0
     policy_loss = POLICY_LOSSES[cfg.loss_mode]
+    terms = active_terms(cfg, entropy_coef)
+    needs = forward_needs(cfg, entropy_coef)
     # A row whose loss is identically zero needs no forward pass; it still counts in the normalisers.
-    contributes = (advantages != 0) | bool(cfg.beta) | bool(entropy_coef) | policy_loss.every_row
+    contributes = (advantages != 0) | bool(terms) | policy_loss.every_row
     ref_logps = None
-    if reference is not None:
+    if "reference" in needs:
         with torch.no_grad():
             ref_logps = policy_logprobs(reference, batch, cfg.temperature)[0].cpu()
-    epsilon_high = cfg.epsilon_high or cfg.epsilon
     generator = torch.Generator().manual_seed(stable_seed(cfg.seed, step, "policy_loss"))  # for losses that draw tokens
 
     def token_weights(index: torch.Tensor) -> torch.Tensor:
@@ -285,45 +290,44 @@ def rl_part(
         return loss_weights(m, cfg.loss_type, sequences, tokens, cfg.max_completion_length) * contributes[index].unsqueeze(-1)
 
     def token_loss(forward: PolicyForward, index: torch.Tensor):
-        logps, entropy = forward.logps, forward.entropy
+        logps = forward.logps
         device, width = logps.device, logps.shape[1]
-        inputs = SurrogateInputs(
-            logps, batch.old_logps[index, :width].to(device), advantages[index].to(device), scores[index].to(device),
-            mask[index, :width].to(device), cfg.epsilon, epsilon_high, entropy, forward.topk_logps, forward.is_top1,
-            None if ref_logps is None else ref_logps[index, :width].to(device), generator,
-        )
-        loss, low, high = policy_loss.loss(inputs, cfg.policy_loss)
-        stats = {"clip_ratio/low": low, "clip_ratio/high": high, "clip_ratio/region": low | high}
-        if ref_logps is not None:
-            kl = kl_k3(logps, inputs.ref_logp)
-            loss = loss + cfg.beta * kl
-            stats["kl"] = kl.detach()
-        if entropy is not None:
-            loss = loss - entropy_coef * entropy
+        inputs = {
+            "logp": logps, "old_logp": batch.old_logps[index, :width].to(device), "advantages": advantages[index].to(device),
+            "success": success[index].to(device), "mask": mask[index, :width].to(device), "entropy": forward.entropy,
+            "topk_logp": forward.topk_logps, "is_top1": forward.is_top1, "generator": generator,
+            "ref_logp": None if ref_logps is None else ref_logps[index, :width].to(device),
+        }
+        loss, stats = policy_loss.fn(cfg, **inputs)
+        for term, coef in terms.values():
+            value, term_stats = term.fn(cfg, **inputs)
+            loss = loss + coef * value
+            stats.update(term_stats)
         return loss, stats
 
-    names = ("clip_ratio/low", "clip_ratio/high", "clip_ratio/region") + (("kl",) if reference is not None else ())
-    top_k = cfg.policy_loss.simko_top_k if policy_loss.needs_topk else 0
-    return LossPart(batch, token_weights, token_loss, needs_entropy=bool(entropy_coef), top_k=top_k, stat_names=names)
+    names = policy_loss.metrics + tuple(name for term, _ in terms.values() for name in term.metrics)
+    top_k = cfg.policy_loss.simko_top_k if "topk" in needs else 0
+    return LossPart(batch, token_weights, token_loss, needs_entropy="entropy" in needs, top_k=top_k, stat_names=names)
 
 
-def with_replay(batch, prompt_ids, problem_ids, groups, buffer: DemoBuffer, step: int, score, pad_id: int):
-    """The batch with each prompt's buffered correct trajectories that this step did not sample
-    appended as extra rows (their old log-probs from the current policy); returns (batch, rows added)."""
+def with_replay(rollouts: Rollouts, buffer: DemoBuffer, step: int, score, pad_id: int) -> tuple[RolloutBatch, int]:
+    """The step's batch with each prompt's buffered correct trajectories that this step did not
+    sample appended as extra rows (their old log-probs from the current policy); returns (batch, rows added)."""
+    batch, groups = rollouts.batch, rollouts.groups
     rows = []
-    for prompt, pid, group in zip(prompt_ids, problem_ids, groups):
+    for prompt, pid, group in zip(rollouts.prompt_ids, rollouts.problem_ids, groups):
         sampled = {c.text for c in group}
         rows += [(prompt, Completion(ids, text, [0.0] * len(ids), "stop")) for ids, text in buffer.demos(pid, step) if text not in sampled]
     if not rows:
         return batch, 0
     size = len(groups[0])
-    prompts = [prompt_ids[b // size] for b in range(len(batch.texts))] + [p for p, _ in rows]
+    prompts = [rollouts.prompt_ids[b // size] for b in range(len(batch.texts))] + [p for p, _ in rows]
     merged = collate_rows(prompts, [c for g in groups for c in g] + [c for _, c in rows], pad_id)
-    rollouts = len(batch.texts)
-    merged.old_logps[:rollouts, : batch.old_logps.shape[1]] = batch.old_logps
-    replay = torch.arange(rollouts, len(prompts))
+    rollout_rows = len(batch.texts)
+    merged.old_logps[:rollout_rows, : batch.old_logps.shape[1]] = batch.old_logps
+    replay = torch.arange(rollout_rows, len(prompts))
     logps = score(merged.rows(replay))
-    merged.old_logps[rollouts:, : logps.shape[1]] = logps * merged.completion_mask[rollouts:, : logps.shape[1]]
+    merged.old_logps[rollout_rows:, : logps.shape[1]] = logps * merged.completion_mask[rollout_rows:, : logps.shape[1]]
     return merged, len(rows)
 
 
@@ -342,15 +346,15 @@ def irl_part(cfg: TrainConfig, world: World, demos: DemoBatch, scale: float) -> 
     return LossPart(demos.batch, lambda index: weights[index], token_loss)
 
 
-def run_update(
-    cfg: TrainConfig, world: World, model, optimizer, parts: list[LossPart], minibatches: int, epochs: int, seed: int, lr_scale: float = 1.0
-) -> dict:
-    """optimize() with the run's settings; lr_scale multiplies the learning rate for this update only."""
+def run_update(cfg: TrainConfig, world: World, model, optimizer, parts: list[LossPart], update: Update, seed: int) -> dict:
+    """optimize() with the run's settings and the update's; its lr_scale multiplies the learning
+    rate for this update only."""
     base = [group["lr"] for group in optimizer.param_groups]
     for group in optimizer.param_groups:
-        group["lr"] *= lr_scale
+        group["lr"] *= update.lr_scale
     try:
-        return optimize(model, optimizer, world, parts, cfg.temperature, epochs, minibatches, cfg.micro_batch_size, cfg.max_grad_norm, seed)
+        return optimize(model, optimizer, world, parts, cfg.temperature, update.epochs, update.minibatches,
+                        cfg.micro_batch_size, cfg.max_grad_norm, seed)
     finally:
         for group, lr in zip(optimizer.param_groups, base):
             group["lr"] = lr

@@ -19,12 +19,16 @@ from dataclasses import replace
 
 import torch
 
+from sps.grading.base import Grade
 from sps.models.tokenizer import build_char_tokenizer
 from sps.rollout.base import Completion, SamplingParams
 from sps.rollout.hf import HFEngine
+from sps.tasks.problem import Problem
 from sps.training.batch import collate
 from sps.training.config import TrainConfig
 from sps.training.distributed import gather_full_weights, init_world, parallelize, shard_for_training
+from sps.training.rollouts import record_rollouts
+from sps.training.sps_phase import Update
 from sps.training.trainer import rl_part, run_update
 
 
@@ -72,12 +76,15 @@ def main() -> None:
     model = parallelize(build_model(args), args.parallelism, "none", False, False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
     batch = collate(prompt_ids[mine], groups[mine], 0)
+    grades = [Grade(bool(r), "ok") for r in rewards[mine].flatten().tolist()]
+    problems = [Problem(f"p{i}", "", "") for i in range(len(prompt_ids))][mine]
+    rollouts = record_rollouts(world, problems, prompt_ids[mine], groups[mine], grades, batch, rewards[mine], rewards[mine] >= 1)
     times = []
     for update in range(args.updates + 1):  # the first is warm-up
         world.barrier()
         start = time.perf_counter()
-        part = rl_part(cfg, world, None, batch, rewards[mine])
-        run_update(cfg, world, model, optimizer, [part], cfg.steps_per_generation, 1, seed=update)
+        part = rl_part(cfg, world, None, rollouts, batch, 0, 1, 0.0, {})
+        run_update(cfg, world, model, optimizer, [part], Update(("rl",), cfg.steps_per_generation, 1), seed=update)
         world.barrier()
         times.append(time.perf_counter() - start)
     tokenizer = build_char_tokenizer("".join(chr(0x100 + i) for i in range(args.vocab - 4)))

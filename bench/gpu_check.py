@@ -116,7 +116,7 @@ def training_step(model, shape: ModelShape, dtype: str, device: str, micro: int,
         sync(device)
         reset_peak(device)
         start = time.perf_counter()
-        optimize(model, optimizer, World(), [part], 1.0, 1, 1, micro, 1.0, seed=0)
+        optimize(model, optimizer, World(), [part], TrainConfig(temperature=1.0, micro_batch_size=micro), 1, 1, seed=0)
         sync(device)
         timings.append(time.perf_counter() - start)
     tokens = micro * (prompt + completion)

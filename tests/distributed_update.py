@@ -8,10 +8,14 @@ import sys
 
 import torch
 
+from sps.grading.base import Grade
 from sps.models.loading import load_policy
+from sps.tasks.problem import Problem
 from sps.training.batch import collate
 from sps.training.config import TrainConfig
 from sps.training.distributed import World, full_state_dict, init_world, parallelize
+from sps.training.rollouts import record_rollouts
+from sps.training.sps_phase import Update
 from sps.training.trainer import rl_part, run_update
 
 SETTINGS = {  # name: (parallelism, mixed_precision, cpu_offload, gradient_checkpointing)
@@ -47,7 +51,11 @@ def update(model_dir, world, saved, sharding) -> dict:
         model = parallelize(model, *sharding)
     optimizer = RecordingAdamW(model, cfg.learning_rate)
     batch = collate(prompts[mine], groups[mine], tokenizer.pad_token_id)
-    run_update(cfg, world, model, optimizer, [rl_part(cfg, world, None, batch, rewards[mine], 0, 1, cfg.entropy_coef)], 3, 1, seed=7)
+    problems = [Problem(f"p{i}", "", "") for i in range(len(prompts))][mine]
+    grades = [Grade(bool(r), "ok") for r in rewards[mine].flatten().tolist()]
+    rollouts = record_rollouts(world, problems, prompts[mine], groups[mine], grades, batch, rewards[mine], rewards[mine] >= 1)
+    part = rl_part(cfg, world, None, rollouts, batch, 0, 1, cfg.entropy_coef, {})
+    run_update(cfg, world, model, optimizer, [part], Update(("rl",), 3, 1), seed=7)
     return {"grads": optimizer.first_grads, "params": full_state_dict(model)}
 
 

@@ -80,8 +80,8 @@ def test_trl_trainer_takes_sps_irl_steps(random_llama, tmp_path):
     ours = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     start = {name: p.detach().clone() for name, p in model.named_parameters()}
-    cfg = TrainConfig(sps=trainer.sps)
-    stats = optimize(model, torch.optim.SGD(model.parameters(), lr=1.0), World(), [irl_part(cfg, World(), demos, 1.0)], 1.0, 1, 1, 0, 0.0, 0)
+    cfg = TrainConfig(sps=trainer.sps, temperature=1.0, max_grad_norm=0.0)
+    stats = optimize(model, torch.optim.SGD(model.parameters(), lr=1.0), World(), [irl_part(cfg, World(), demos, 1.0)], cfg, 1, 1, 0)
     assert abs(stats["loss"] - float(loss)) < 1e-6
     for name, p in model.named_parameters():
         assert torch.allclose(start[name] - p.detach(), ours[name], rtol=0, atol=1e-6), name

@@ -7,11 +7,14 @@ completion starts at column Lp and `input_ids` is (B, Lp + T).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
+from sps.algorithms.lm_head import chunk_tokens, head_logprobs
 from sps.rollout.base import Completion
 from sps.rollout.prefix_cache import cache_argument, mask_positions
 
@@ -87,31 +90,76 @@ def collate_rows(prompts: list[list[int]], completions: list[Completion], pad_id
 class PolicyForward:
     """What one training forward pass gives the loss. B rows, T completion tokens, K candidates."""
 
-    logps: torch.Tensor  # (B, T) with gradients; padding positions hold garbage, mask them
+    logps: torch.Tensor  # (B, T) with gradients; padding positions hold 0 (or garbage), mask them
     entropy: torch.Tensor | None = None  # (B, T)
     topk_logps: torch.Tensor | None = None  # (B, T, K) the policy's own K most likely tokens, with gradients
     is_top1: torch.Tensor | None = None  # (B, T) bool: the sampled token is the most likely one
 
 
 def policy_logprobs(
-    model, batch: RolloutBatch, temperature: float, with_entropy: bool = False
+    model, batch: RolloutBatch, temperature: float, with_entropy: bool = False, chunk_size: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(y_t | x, y_<t) of every completion token under `model` at `temperature`, with gradients.
 
-    Returns (logps (B, T), entropies (B, T) or None); padding positions hold garbage, mask them.
+    Returns (logps (B, T), entropies (B, T) or None); padding positions hold 0, mask them.
     """
-    forward = policy_forward(model, batch, temperature, with_entropy)
+    forward = policy_forward(model, batch, temperature, with_entropy, chunk_size=chunk_size)
     return forward.logps, forward.entropy
 
 
-def policy_forward(model, batch: RolloutBatch, temperature: float, with_entropy: bool = False, top_k: int = 0) -> PolicyForward:
+# Config fields of models whose logits are not just the LM head's output (soft-capping, scaling):
+# their log-probs come from the model's own logits.
+LOGIT_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def unwrapped(model):
+    """The Hugging Face model inside a DistributedDataParallel wrapper (TRL's accelerate adds one)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def head_is_plain(model) -> bool:
+    """Whether the model's logits are its output embedding (a Linear) applied to the final hidden states."""
+    model = unwrapped(model)
+    head = model.get_output_embeddings()
+    modified = any(getattr(model.config, name, None) not in (None, 1, 1.0) for name in LOGIT_MODIFIERS)
+    return isinstance(head, torch.nn.Linear) and not modified
+
+
+def policy_forward(
+    model, batch: RolloutBatch, temperature: float, with_entropy: bool = False, top_k: int = 0, chunk_size: int = 0
+) -> PolicyForward:
     """The policy's log-probs of the batch's completion tokens (see PolicyForward); entropy with
     gradients when with_entropy; top_k > 0 adds the top-k candidates' log-probs and the entropy
-    (without gradients unless with_entropy), gathered from the same log-softmax."""
+    (without gradients unless with_entropy). The final hidden states of the real completion tokens
+    go through the LM head chunk_size tokens at a time (0: automatic; sps.algorithms.lm_head), so
+    the full logits are never held; models with modified logits take the whole-logits path."""
+    device = next(model.parameters()).device
+    tokens = batch.completion_ids.to(device)
+    if not head_is_plain(model):
+        return whole_logits_forward(completion_logits(model, batch), tokens, temperature, with_entropy, top_k)
+    with head_returns_hidden(unwrapped(model)):  # the forward still goes through any wrapper, for its hooks
+        hidden = completion_logits(model, batch)  # (B, T, H): the head passed its input through
+    head = unwrapped(model).get_output_embeddings()
+    real = batch.completion_mask.to(device).bool()
+    logp, entropy, topk, is_top1 = head_logprobs(
+        hidden[real], head.weight, head.bias, tokens[real], temperature, chunk_tokens(chunk_size, head.weight.shape[0]),
+        top_k, with_entropy,
+    )
+
+    def spread(values: torch.Tensor | None, fill=0.0) -> torch.Tensor | None:  # (N, ...) -> (B, T, ...)
+        if values is None:
+            return None
+        out = torch.full((*real.shape, *values.shape[1:]), fill, dtype=values.dtype, device=device)
+        out[real] = values
+        return out
+
+    return PolicyForward(spread(logp), spread(entropy), spread(topk), spread(is_top1, False))
+
+
+def whole_logits_forward(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool, top_k: int) -> PolicyForward:
+    """policy_forward from whole (B, T, V) logits."""
     from sps.algorithms.losses import token_entropy, token_logprobs, token_logprobs_topk
 
-    logits = completion_logits(model, batch)
-    tokens = batch.completion_ids.to(logits.device)
     if top_k:
         logps, topk_logps, is_top1, entropy = token_logprobs_topk(logits, tokens, top_k, temperature, with_entropy)
         return PolicyForward(logps, entropy, topk_logps, is_top1)
@@ -119,8 +167,29 @@ def policy_forward(model, batch: RolloutBatch, temperature: float, with_entropy:
     return PolicyForward(logps, token_entropy(logits, temperature) if with_entropy else None)
 
 
+def _pass_through(hidden: torch.Tensor) -> torch.Tensor:
+    return hidden
+
+
+@contextmanager
+def head_returns_hidden(model) -> Iterator[None]:
+    """While inside, the model's forward returns its final hidden states where the logits would be
+    (its output embedding passes its input through), so any caching and sharding stays the model's own."""
+    head = model.get_output_embeddings()
+    own = vars(head).get("forward")
+    head.forward = _pass_through
+    try:
+        yield
+    finally:
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own
+
+
 def completion_logits(model, batch: RolloutBatch) -> torch.Tensor:
-    """(B, T, V) logits, column t predicting completion token t, with gradients.
+    """(B, T, V) logits, column t predicting completion token t, with gradients (inside
+    head_returns_hidden: the (B, T, H) final hidden states).
 
     Rows that share a prompt (the G completions of a group) share its forward pass: each distinct
     prompt runs once and its KV cache is copied to its rows, then the completions run on top. The

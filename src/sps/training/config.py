@@ -122,7 +122,8 @@ class TrainConfig:
     loss_mode: str = option("vanilla", "policy loss: vanilla (PPO clip) | simko | clip_cov | kl_cov | dph (policy_loss.*; docs/baselines.md)")
     num_iterations: int = option(1, "PPO epochs over each batch of rollouts")
     steps_per_generation: int = option(2, "minibatches (one optimizer step each) per epoch over a batch of rollouts")
-    micro_batch_size: int = option(0, "sequences per forward/backward (0 = a whole minibatch); lower it to save memory")
+    micro_batch_size: int = option(0, "most sequences per forward/backward (0 = 64, or no limit under max_tokens_per_microbatch); lower it to save memory")
+    max_tokens_per_microbatch: int = option(0, "most padded tokens (rows x (prompt + longest completion)) per forward/backward; rows sorted by length fill each up to it, so short rows go many at a time and long ones few (0 = off; verl's ppo_max_token_len_per_gpu)")
     mask_truncated_completions: bool = option(False, "leave completions cut off at max_completion_length out of the loss")
     drop_zero_variance_groups: bool = option(False, "DAPO dynamic sampling: leave groups with equal rewards out of the loss normaliser")
     replay_buffer: bool = option(False, "a control for SPS: add each prompt's buffered distinct correct trajectories (sps.buffer_window, sps.buffer_size) to the RL batch with advantage replay_advantage")
@@ -151,6 +152,7 @@ class TrainConfig:
     # Memory and several processes (torchrun; docs/scale.md).
     parallelism: str = option("fsdp", "with several processes: fsdp shards weights, gradients and optimizer state across them (FSDP2) | ddp keeps a full copy on each and all-reduces gradients")
     mixed_precision: str = option("none", "bf16: forward and backward in bfloat16 on fp32 weights, gradients reduced in fp32 (FSDP2; needs dtype float32 and torchrun) | none")
+    logits_chunk_size: int = option(0, "tokens per chunk through the LM head when computing log-probs, entropy and top-K from the final hidden states, so the full logits are never held (0 = automatic: about 2^27 logits, 512 MiB of float32, per chunk)")
     gradient_checkpointing: bool = option(False, "recompute each layer's activations in backward instead of storing them (less memory, about a third more compute)")
     cpu_offload: bool = option(False, "keep the sharded weights, gradients and optimizer state in CPU memory; the optimizer step runs on the CPU (FSDP2; needs torchrun)")
 

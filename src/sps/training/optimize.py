@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from sps.training.batch import PolicyForward, RolloutBatch, policy_forward, policy_logprobs
+from sps.training.config import TrainConfig
 from sps.training.distributed import World, gather_full_weights, shard_for_training
 
 # Rows per forward/backward when micro_batch_size is 0 (measured on the testbed, see bench/).
@@ -48,23 +49,42 @@ def minibatch_partition(local_rows: int, world: World, num_minibatches: int, see
     return [chunk[(chunk >= lo) & (chunk < hi)] - lo for chunk in order.tensor_split(num_minibatches)]
 
 
+def microbatches(lengths: list[int], prompt_length: int, max_rows: int, max_tokens: int) -> list[slice]:
+    """Split rows sorted by completion length (ascending) into consecutive micro-batches of at most
+    max_rows rows (0: no limit) and, when max_tokens > 0, at most max_tokens padded tokens, a
+    micro-batch costing rows x (prompt_length + its longest completion). A row over the budget on
+    its own gets a micro-batch of its own. Returns the slices, in order."""
+    groups, start = [], 0
+    for end in range(1, len(lengths) + 1):
+        rows = end - start
+        too_many = (max_rows and rows > max_rows) or (max_tokens and rows > 1 and rows * (prompt_length + lengths[end - 1]) > max_tokens)
+        if too_many:
+            groups.append(slice(start, end - 1))
+            start = end - 1
+    if start < len(lengths):
+        groups.append(slice(start, len(lengths)))
+    return groups
+
+
 def optimize(
     model,
     optimizer,
     world: World,
     parts: list[LossPart],
-    temperature: float,
+    cfg: TrainConfig,
     epochs: int,
     num_minibatches: int,
-    micro_batch_size: int,
-    max_grad_norm: float,
     seed: int,
 ) -> dict[str, float]:
-    """epochs x num_minibatches optimizer steps over the parts; returns averaged statistics.
+    """epochs x num_minibatches optimizer steps over the parts; returns averaged statistics. cfg
+    gives the temperature, micro-batching (micro_batch_size, max_tokens_per_microbatch), the LM
+    head's chunk size and max_grad_norm.
 
     A minibatch whose loss or gradient is not finite takes no optimizer step and is counted in
     "nonfinite_updates".
     """
+    temperature, chunk_size = cfg.temperature, cfg.logits_chunk_size
+    max_rows = cfg.micro_batch_size or (0 if cfg.max_tokens_per_microbatch else MICRO_BATCH_ROWS)
     device = next(model.parameters()).device
     totals = {name: 0.0 for part in parts for name in part.stat_names}
     tokens = 0.0
@@ -85,19 +105,21 @@ def optimize(
                 rows, weights = rows[keep], weights[keep]
                 # Micro-batches of similar lengths waste little compute on padding (the loss is a
                 # sum over rows, so how rows are grouped does not change the gradient).
-                by_length = part.batch.completion_mask[rows].sum(-1).argsort(stable=True)
+                lengths = part.batch.completion_mask[rows].sum(-1)
+                by_length = lengths.argsort(stable=True)
                 rows, weights = rows[by_length], weights[by_length]
-                size = micro_batch_size or MICRO_BATCH_ROWS
-                passes = -(-len(rows) // size)
-                for _ in range(world.max(passes) - passes):
-                    zero_loss_pass(model, part.batch, temperature)
-                for start in range(0, len(rows), size):
-                    micro = rows[start : start + size]
+                groups = microbatches(lengths[by_length].long().tolist(), part.batch.prompt_length, max_rows,
+                                      cfg.max_tokens_per_microbatch)
+                # Every process makes as many forward calls as the busiest (a sharded forward is a collective).
+                for _ in range(world.max(len(groups)) - len(groups)):
+                    zero_loss_pass(model, part.batch, temperature, chunk_size)
+                for group in groups:
+                    micro = rows[group]
                     sub = part.batch.rows(micro)  # its padding is cut to its own longest completion
                     width = sub.completion_ids.shape[1]
-                    forward = policy_forward(model, sub, temperature, part.needs_entropy, part.top_k)
+                    forward = policy_forward(model, sub, temperature, part.needs_entropy, part.top_k, chunk_size)
                     per_token, stats = part.token_loss(forward, micro)
-                    loss = (weights[start : start + size, :width].to(device) * per_token).sum()
+                    loss = (weights[group, :width].to(device) * per_token).sum()
                     loss.backward()
                     loss_sum += loss.detach()
                     mask = sub.completion_mask.to(device)
@@ -105,7 +127,7 @@ def optimize(
                         totals[name] = totals.get(name, 0.0) + float((value.float() * mask).sum())
                     tokens += float(mask.sum())
             loss_value = float(world.sum(loss_sum))
-            grad_norm = gradient_norm(model, max_grad_norm)
+            grad_norm = gradient_norm(model, cfg.max_grad_norm)
             if math.isfinite(loss_value) and math.isfinite(grad_norm):
                 optimizer.step()
                 losses.append(loss_value)
@@ -121,10 +143,10 @@ def optimize(
     return result
 
 
-def zero_loss_pass(model, batch: RolloutBatch, temperature: float) -> None:
+def zero_loss_pass(model, batch: RolloutBatch, temperature: float, chunk_size: int = 0) -> None:
     """A forward and backward pass that adds nothing to the gradients, so that this process takes
     part in the collectives of a pass that another process runs on real rows."""
-    logps, _ = policy_logprobs(model, batch.rows(torch.arange(1)), temperature)
+    logps, _ = policy_logprobs(model, batch.rows(torch.arange(1)), temperature, chunk_size=chunk_size)
     (0.0 * logps.sum()).backward()
 
 

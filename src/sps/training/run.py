@@ -28,8 +28,8 @@ from sps.training.loggers import open_writers
 
 # Settings a resumed run may change: they do not change what the steps compute.
 RESUMABLE_CHANGES = (
-    "max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size",
-    "gradient_checkpointing",
+    "max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size", "max_tokens_per_microbatch",
+    "gradient_checkpointing", "logits_chunk_size",
 )
 
 

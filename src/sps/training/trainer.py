@@ -172,7 +172,7 @@ def training_step(
     if cfg.recompute_old_logprobs:
         model.eval()
         with torch.no_grad():
-            batch.old_logps = policy_logprobs(model, batch, cfg.temperature)[0].cpu() * batch.completion_mask
+            batch.old_logps = policy_logprobs(model, batch, cfg.temperature, chunk_size=cfg.logits_chunk_size)[0].cpu() * batch.completion_mask
     rewards = torch.tensor(scores.rewards).view(len(problems), cfg.num_generations)  # NaN: unscored
     success = rewards >= cfg.success_threshold
     rollouts = record_rollouts(world, problems, prompt_ids, groups, scores.grades, batch, rewards, success)
@@ -188,7 +188,7 @@ def training_step(
         buffer.forget_expired(step)
 
     def score(rows: RolloutBatch) -> torch.Tensor:
-        return policy_logprobs(model, rows, cfg.temperature)[0].cpu()
+        return policy_logprobs(model, rows, cfg.temperature, chunk_size=cfg.logits_chunk_size)[0].cpu()
 
     demos, replayed = None, 0
     model.eval()
@@ -280,7 +280,7 @@ def rl_part(
     ref_logps = None
     if "reference" in needs:
         with torch.no_grad():
-            ref_logps = policy_logprobs(reference, batch, cfg.temperature)[0].cpu()
+            ref_logps = policy_logprobs(reference, batch, cfg.temperature, chunk_size=cfg.logits_chunk_size)[0].cpu()
     generator = torch.Generator().manual_seed(stable_seed(cfg.seed, step, "policy_loss"))  # for losses that draw tokens
 
     def token_weights(index: torch.Tensor) -> torch.Tensor:
@@ -353,8 +353,7 @@ def run_update(cfg: TrainConfig, world: World, model, optimizer, parts: list[Los
     for group in optimizer.param_groups:
         group["lr"] *= update.lr_scale
     try:
-        return optimize(model, optimizer, world, parts, cfg.temperature, update.epochs, update.minibatches,
-                        cfg.micro_batch_size, cfg.max_grad_norm, seed)
+        return optimize(model, optimizer, world, parts, cfg, update.epochs, update.minibatches, seed)
     finally:
         for group, lr in zip(optimizer.param_groups, base):
             group["lr"] = lr

@@ -138,13 +138,12 @@ def summarise(found: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
 
 
 def verdict(row: dict[str, float]) -> str:
-    if not np.isfinite(row["observed"]) or row["defined"] < 0.95:
-        return "not comparable (Pass@1 out of SPS's range)"
-    if row["low"] > 0:
-        return "SPS ahead"
-    if row["high"] < 0:
-        return "SPS behind"
-    return "level (the interval holds 0)"
+    if row["defined"] == 0:
+        return "not comparable (Pass@1 out of range)"
+    side = "SPS ahead" if row["low"] > 0 else "SPS behind" if row["high"] < 0 else "level (the interval holds 0)"
+    if row["defined"] < 0.95:  # the interval is over the replicates where the comparison exists
+        return f"{side}, in the {row['defined']:.0%} of replicates where both sides reach that Pass@1"
+    return side
 
 
 def report(rows: dict[str, dict[str, float]], configs: list[str], seeds: list[int], n: int, problems: int) -> str:

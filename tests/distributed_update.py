@@ -18,11 +18,11 @@ from sps.training.rollouts import record_rollouts
 from sps.training.sps_phase import Update
 from sps.training.trainer import rl_part, run_update
 
-SETTINGS = {  # name: (parallelism, mixed_precision, cpu_offload, gradient_checkpointing)
-    "fsdp": ("fsdp", "none", False, False),
-    "ddp": ("ddp", "none", False, False),
-    "fsdp+checkpointing": ("fsdp", "none", False, True),
-    "fsdp+bf16": ("fsdp", "bf16", False, False),
+SETTINGS = {  # name: (parallelism, compute dtype, cpu_offload, gradient_checkpointing)
+    "fsdp": ("fsdp", torch.float32, False, False),
+    "ddp": ("ddp", torch.float32, False, False),
+    "fsdp+checkpointing": ("fsdp", torch.float32, False, True),
+    "fsdp+bf16": ("fsdp", torch.bfloat16, False, False),
 }
 
 

@@ -82,12 +82,38 @@ def test_fsdp_options_without_a_process_group_are_refused_with_the_way_out(rando
     from sps.training.validate import validate
 
     model, _ = load_policy(str(random_llama), dtype="float32", device="cpu")
-    with pytest.raises(ValueError, match="torchrun --nproc_per_node 1"):
-        parallelize(model, "fsdp", "bf16", False, False)
     with pytest.raises(ValueError, match="torchrun"):
-        parallelize(model, "fsdp", "none", True, False)
-    assert parallelize(model, "fsdp", "none", False, True) is model and model.is_activation_checkpointing
-    with pytest.raises(ValueError, match="dtype float32"):
-        validate(replace(TrainConfig(), model="x", mixed_precision="bf16"))
+        parallelize(model, "fsdp", torch.float32, True, False)
+    assert parallelize(model, "fsdp", torch.float32, False, True) is model and model.is_activation_checkpointing
+    with pytest.raises(ValueError, match="dtype must be"):
+        validate(replace(TrainConfig(), model="x", dtype="fp8"))
     with pytest.raises(ValueError, match="parallelism must be one of fsdp, ddp"):
         validate(replace(TrainConfig(), model="x", parallelism="zero3"))
+
+
+def test_one_process_in_bf16_keeps_fp32_master_weights_and_computes_in_bf16(random_llama, tmp_path):
+    """dtype bfloat16 on one process: the parameters and AdamW's moments stay float32, the forward
+    computes in bfloat16, and the gradient is the fp32 one to bf16 precision."""
+    from sps.training.batch import collate, policy_logprobs
+    from sps.training.distributed import parallelize
+
+    model, tokenizer = load_policy(str(random_llama), dtype="float32", device="cpu")
+    groups = HFEngine(model, tokenizer).generate([[3, 4, 5], [6, 7]], 3, SamplingParams(max_new_tokens=8), seed=0)
+    batch = collate([[3, 4, 5], [6, 7]], groups, tokenizer.pad_token_id)
+    mask = batch.completion_mask.bool()
+    grads = []
+    for dtype in (torch.float32, torch.bfloat16):
+        model, _ = load_policy(str(random_llama), dtype="float32", device="cpu")
+        model = parallelize(model, "fsdp", dtype, False, False)
+        logps, _ = policy_logprobs(model, batch, 1.0)
+        (logps * mask).sum().backward()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        optimizer.step()
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert all(s["exp_avg"].dtype == torch.float32 for s in optimizer.state.values())
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+        if dtype == torch.bfloat16:  # the forward really ran in bf16: its matmuls round
+            assert model(input_ids=batch.input_ids[:1]).logits.dtype == torch.bfloat16
+    for name, grad in grads[0].items():
+        assert float((grads[1][name] - grad).abs().max()) <= 0.05 * float(grad.abs().max()) + 1e-6, name
+        assert not torch.equal(grads[1][name], grad) or float(grad.abs().max()) == 0

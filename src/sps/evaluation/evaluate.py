@@ -11,10 +11,10 @@ from sps.io import atomic_write_text
 from sps.tasks.benchmarks import FieldNames, load_benchmark
 
 
-def make_engine(kind: str, model, tokenizer, model_path: str, batch_size: int, sleep: bool = False):
+def make_engine(kind: str, model, tokenizer, model_path: str, batch_size: int, sleep: bool = False, dtype: str | None = None):
     """The rollout engine by name: 'hf' (samples with `model`) or 'vllm' (loads `model_path` into
-    vLLM, then `model`'s weights and dtype when it is given; `model` may be None; `sleep`: vLLM
-    frees its GPU memory between rollouts)."""
+    vLLM in `dtype` (default: the model's), then `model`'s weights when it is given; `model` may be
+    None; `sleep`: vLLM frees its GPU memory between rollouts)."""
     if kind == "hf":
         from sps.rollout.hf import HFEngine
 
@@ -24,7 +24,7 @@ def make_engine(kind: str, model, tokenizer, model_path: str, batch_size: int, s
 
         if model is None:
             return VLLMEngine(model_path, tokenizer)
-        engine = VLLMEngine(model_path, tokenizer, dtype=str(model.dtype).removeprefix("torch."), sleep=sleep)
+        engine = VLLMEngine(model_path, tokenizer, dtype=dtype or str(model.dtype).removeprefix("torch."), sleep=sleep)
         engine.load_weights(model)  # the policy can differ from model_path (a resumed run)
         return engine
     raise ValueError(f"unknown engine {kind!r}; choose hf or vllm")

@@ -132,10 +132,11 @@ def policy_forward(
     gradients when with_entropy; top_k > 0 adds the top-k candidates' log-probs and the entropy
     (without gradients unless with_entropy). The final hidden states of the real completion tokens
     go through the LM head chunk_size tokens at a time (0: automatic; sps.algorithms.lm_head), so
-    the full logits are never held; models with modified logits take the whole-logits path."""
+    the full logits are never held; chunk_size -1, and models with modified logits, take the
+    whole-logits path."""
     device = next(model.parameters()).device
     tokens = batch.completion_ids.to(device)
-    if not head_is_plain(model):
+    if chunk_size < 0 or not head_is_plain(model):
         return whole_logits_forward(completion_logits(model, batch), tokens, temperature, with_entropy, top_k)
     with head_returns_hidden(unwrapped(model)):  # the forward still goes through any wrapper, for its hooks
         hidden = completion_logits(model, batch)  # (B, T, H): the head passed its input through

@@ -144,15 +144,14 @@ class TrainConfig:
     keep_best: bool = option(False, "also keep the policy with the best eval Avg@n (mean over eval_benchmark) in <output_dir>/best/")
     output_dir: str = option("out/train", "run folder: config, log, evaluations, checkpoints")
     report_to: list[str] = option([], "extra loggers besides the JSON Lines log: tensorboard, wandb")
-    dtype: str = option("auto", "auto (bf16 on a GPU that supports it, else fp32) | float32 | bfloat16")
+    dtype: str = option("auto", "what forward and backward compute in: auto (bf16 on a GPU that supports it, else fp32) | float32 | bfloat16; the weights and AdamW's state stay fp32 (mixed precision: autocast on one process, FSDP2's policy under torchrun)")
     device: str = option("", "cpu, cuda, cuda:1, ... (empty: cuda when available)")
     threads: int = option(0, "torch CPU threads (0 = torch's default)")
     max_nonfinite_steps: int = option(3, "stop after this many consecutive updates with a NaN or infinite loss")
 
     # Memory and several processes (torchrun; docs/scale.md).
     parallelism: str = option("fsdp", "with several processes: fsdp shards weights, gradients and optimizer state across them (FSDP2) | ddp keeps a full copy on each and all-reduces gradients")
-    mixed_precision: str = option("none", "bf16: forward and backward in bfloat16 on fp32 weights, gradients reduced in fp32 (FSDP2; needs dtype float32 and torchrun) | none")
-    logits_chunk_size: int = option(0, "tokens per chunk through the LM head when computing log-probs, entropy and top-K from the final hidden states, so the full logits are never held (0 = automatic: about 2^27 logits, 512 MiB of float32, per chunk)")
+    logits_chunk_size: int = option(0, "tokens per chunk through the LM head when computing log-probs, entropy and top-K from the final hidden states, so the full logits are never held (0 = automatic: about 2^26 logits, 256 MiB of float32, per chunk; -1 = the whole logits at once, the path before, kept for comparison)")
     gradient_checkpointing: bool = option(False, "recompute each layer's activations in backward instead of storing them (less memory, about a third more compute)")
     cpu_offload: bool = option(False, "keep the sharded weights, gradients and optimizer state in CPU memory; the optimizer step runs on the CPU (FSDP2; needs torchrun)")
 

@@ -20,6 +20,7 @@ vLLM) calls `gather_full_weights` afterwards, on every process.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -27,7 +28,6 @@ import torch
 import torch.distributed as dist
 
 PARALLELISMS = ("fsdp", "ddp")
-MIXED_PRECISIONS = ("none", "bf16")
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,13 @@ def init_world(device: str) -> World:
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank)
 
 
-def parallelize(model, parallelism: str, mixed_precision: str, cpu_offload: bool, gradient_checkpointing: bool):
+def parallelize(model, parallelism: str, compute_dtype: torch.dtype, cpu_offload: bool, gradient_checkpointing: bool):
     """Apply FSDP2 to a Hugging Face causal LM in place (each decoder layer, then the root) and
-    return it; in a world of one, only gradient checkpointing.
+    return it; in a world of one, only gradient checkpointing and mixed precision.
 
+    The model's weights are the fp32 master copy that AdamW updates; a compute_dtype of bfloat16
+    (or float16) runs forward and backward in it: under FSDP2 by its mixed-precision policy
+    (gradients reduced in fp32), in a world of one by autocast around the model's forward.
     parallelism "fsdp" shards parameters, gradients and optimizer state over all processes;
     "ddp" keeps a full copy on each and all-reduces the gradients (FSDP2 on a (processes, 1)
     mesh: replicated over the first dimension, "sharded" over a dimension of size 1), so both
@@ -102,13 +105,14 @@ def parallelize(model, parallelism: str, mixed_precision: str, cpu_offload: bool
 
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    mixed = compute_dtype != next(model.parameters()).dtype
     if not dist.is_initialized():
-        if mixed_precision != "none" or cpu_offload:
+        if cpu_offload:
             raise ValueError(
-                "mixed_precision and cpu_offload come from FSDP2, which needs a process group: "
+                "cpu_offload comes from FSDP2, which needs a process group: "
                 "start the run with torchrun (torchrun --nproc_per_node 1 -m sps.cli train ... on one GPU)"
             )
-        return model
+        return autocast_forward(model, compute_dtype) if mixed else model
     size = dist.get_world_size()
     device_type = next(model.parameters()).device.type
     if cpu_offload and device_type == "cpu":
@@ -117,11 +121,7 @@ def parallelize(model, parallelism: str, mixed_precision: str, cpu_offload: bool
         mesh = init_device_mesh(device_type, (size,))
     else:
         mesh = init_device_mesh(device_type, (size, 1), mesh_dim_names=("replicate", "shard"))
-    precision = (
-        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        if mixed_precision == "bf16"
-        else MixedPrecisionPolicy()
-    )
+    precision = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32) if mixed else MixedPrecisionPolicy()
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
     layer_classes = set(getattr(model, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
@@ -135,6 +135,21 @@ def parallelize(model, parallelism: str, mixed_precision: str, cpu_offload: bool
             # Sum, not average. Forcing SUM-type collectives (divided by 1) is also what gloo supports.
             module.set_gradient_divide_factor(1.0)
             module.set_force_sum_reduction_for_comms(True)
+    return model
+
+
+def autocast_forward(model, dtype: torch.dtype):
+    """Run every forward of `model` (training, scoring, sampling) under autocast to `dtype`, its
+    weights staying as they are (the fp32 master copy). Returns the model."""
+    device_type = next(model.parameters()).device.type
+    forward = model.forward
+
+    @functools.wraps(forward)  # keeps the signature, which callers inspect (sps.rollout.prefix_cache.cache_argument)
+    def forward_in_dtype(*args, **kwargs):
+        with torch.autocast(device_type, dtype=dtype):
+            return forward(*args, **kwargs)
+
+    model.forward = forward_in_dtype
     return model
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+FP32 = 4
 
 
 @dataclass(frozen=True)
@@ -85,25 +86,45 @@ class Layout:
 
 def training_memory(
     shape: ModelShape, dtype: str, micro_batch: int, prompt_tokens: int, completion_tokens: int,
-    layout: Layout = Layout(), reference: bool = False,
+    layout: Layout = Layout(), reference: bool = False, chunk_logits: bool = True, chunk_size: int = 0,
 ) -> dict[str, float]:
-    """Bytes of each part of one process's training-time memory (see the module docstring)."""
-    b = DTYPE_BYTES[dtype]
+    """Bytes of each part of one process's training-time memory (see the module docstring). dtype is
+    what the model computes in; the weights, gradients and AdamW's moments are float32 whatever it
+    is (mixed precision keeps an fp32 master copy). chunk_logits: log-probs through the LM head a
+    chunk of chunk_size tokens at a time (0: automatic), else from the whole logits."""
+    from sps.algorithms.lm_head import chunk_tokens
+
+    c = DTYPE_BYTES[dtype]
     p = layout.processes
-    weights = shape.params * b / (p if layout.shard_params else 1)
-    optimizer = 2 * shape.params * b / (p if layout.shard_params or layout.shard_optimizer else 1)
+    sharded = p if layout.shard_params else 1
+    weights = shape.params * FP32 / sharded
+    optimizer = 2 * shape.params * FP32 / (p if layout.shard_params or layout.shard_optimizer else 1)
     tokens = micro_batch * (prompt_tokens + completion_tokens)
     per_token_layer = 7 * shape.hidden + 2 * shape.kv_dim + 4 * shape.intermediate
+    head = shape.vocab * shape.hidden
+    if chunk_logits:
+        # Per chunk: two float32 buffers (sps.algorithms.lm_head works in place) and, under mixed
+        # precision, the gradient in the compute dtype; once: the head's gradient accumulated in
+        # float32, and the head cast to the compute dtype under mixed precision.
+        chunk = min(micro_batch * completion_tokens, chunk_tokens(chunk_size, shape.vocab))
+        mixed = c != FP32
+        logits = chunk * shape.vocab * (2 * FP32 + (c if mixed else 0)) + head * FP32 + (head * c if mixed else 0)
+    else:
+        # The model's logits, and the log-softmax backward keeps (measured in float32: 8 bytes a logit),
+        # plus the float32 cast under mixed precision.
+        logits = micro_batch * (completion_tokens + 1) * shape.vocab * (c + FP32 + (FP32 if c != FP32 else 0))
     return {
         "weights": weights,
         "optimizer": optimizer,
-        "reference": weights if reference else 0.0,
+        "reference": shape.params * c if reference else 0.0,
         "gradients": weights,
+        # Mixed precision: the weights cast to the compute dtype for the forward, which backward keeps.
+        "compute_weights": shape.params * c / sharded if c != FP32 else 0.0,
         # Sharded runs gather the full weights on every process for sampling and scoring
         # (sps.training.distributed.gather_full_weights); training holds only the shard.
-        "gathered_weights": shape.params * b - weights,
-        "activations": float(tokens * shape.layers * per_token_layer * b),
-        "logits": float(micro_batch * (completion_tokens + 1) * shape.vocab * (b + 12)),
+        "gathered_weights": shape.params * FP32 - weights,
+        "activations": float(tokens * shape.layers * per_token_layer * c),
+        "logits": float(logits),
     }
 
 
@@ -119,7 +140,7 @@ def rollout_memory(shape: ModelShape, dtype: str, sequences: int, prompt_tokens:
 def peak_memory(train: dict[str, float], rollout: dict[str, float] | None, vllm_reserve: float = 0.0) -> float:
     """Peak bytes per process: persistent + max(training, HF rollouts), or + vLLM's reserve + training."""
     persistent = train["weights"] + train["optimizer"] + train["reference"]
-    training = train["gradients"] + train["activations"] + train["logits"]
+    training = train["gradients"] + train.get("compute_weights", 0.0) + train["activations"] + train["logits"]
     sampling = (sum(rollout.values()) if rollout else 0.0) + train.get("gathered_weights", 0.0)
     return persistent + vllm_reserve + max(training, sampling)
 

@@ -46,7 +46,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     """Train (or resume) the run in cfg.output_dir; returns that folder."""
     from sps.evaluation.evaluate import make_engine
     from sps.grading.rewards import RewardFunctions
-    from sps.models.loading import default_device, load_policy
+    from sps.models.loading import default_device, load_policy, resolve_dtype
     from sps.tasks.benchmarks import load_benchmark
     from sps.tasks.prompts import PromptSource
 
@@ -65,8 +65,10 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     # The policy, its optimizer, and what it trains on.
     torch.manual_seed(cfg.seed)
     start_model = run.start_model()
-    model, tokenizer = load_policy(str(checkpoint[1]) if checkpoint else start_model, cfg.dtype, device)
-    model = parallelize(model, cfg.parallelism, cfg.mixed_precision, cfg.cpu_offload, cfg.gradient_checkpointing)
+    # The policy's weights are the fp32 master copy that AdamW updates; dtype is what it computes in.
+    compute_dtype = resolve_dtype(cfg.dtype, device)
+    model, tokenizer = load_policy(str(checkpoint[1]) if checkpoint else start_model, "float32", device)
+    model = parallelize(model, cfg.parallelism, compute_dtype, cfg.cpu_offload, cfg.gradient_checkpointing)
     needs_reference = "reference" in forward_needs(cfg, entropy_coef=0.0)
     reference = load_policy(start_model, cfg.dtype, device)[0].requires_grad_(False) if needs_reference else None
     train_data = load_benchmark(cfg.train_data, cfg.data_dir or None)
@@ -76,7 +78,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     prompts = PromptSource(
         train_data.problems, cfg.prompts_per_step, cfg.prompt_mode, cfg.train_size or len(train_data.problems), cfg.seed
     )
-    engine = make_engine(cfg.engine, model, tokenizer, start_model, cfg.generation_batch_size, sleep=cfg.vllm_sleep)
+    engine = make_engine(cfg.engine, model, tokenizer, start_model, cfg.generation_batch_size, sleep=cfg.vllm_sleep,
+                         dtype=str(compute_dtype).removeprefix("torch."))
     sampling = SamplingParams(cfg.temperature, cfg.top_p, 0, cfg.max_completion_length)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay

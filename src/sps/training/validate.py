@@ -7,7 +7,7 @@ from sps.algorithms.losses import AGGREGATIONS
 from sps.algorithms.policy_losses import POLICY_LOSSES
 from sps.tasks.prompts import MODES
 from sps.training.config import TrainConfig
-from sps.training.distributed import MIXED_PRECISIONS, PARALLELISMS
+from sps.training.distributed import PARALLELISMS
 from sps.training.sps_phase import validate_sps
 
 
@@ -38,14 +38,14 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.num_iterations >= 1, "num_iterations must be >= 1"),
         (cfg.steps_per_generation >= 1, "steps_per_generation must be >= 1"),
         (cfg.steps_per_generation <= cfg.prompts_per_step * cfg.num_generations, "steps_per_generation cannot exceed the rollouts per step"),
-        (cfg.micro_batch_size >= 0, "micro_batch_size must be >= 0"),
+        (cfg.micro_batch_size >= 0 and cfg.max_tokens_per_microbatch >= 0, "micro_batch_size and max_tokens_per_microbatch must be >= 0"),
+        (cfg.logits_chunk_size >= -1, "logits_chunk_size must be >= 1, 0 (automatic) or -1 (whole logits)"),
         (cfg.max_steps >= 1 and cfg.save_every >= 1, "max_steps and save_every must be >= 1"),
         (cfg.eval_n >= 1 and cfg.eval_limit >= 0, "eval_n must be >= 1 and eval_limit >= 0"),
         (not cfg.replay_buffer or cfg.algorithm == "grpo", "replay_buffer is a GRPO control; use it with algorithm grpo"),
         (set(cfg.report_to) <= {"tensorboard", "wandb", "jsonl"}, "report_to takes tensorboard and wandb (the JSON Lines log is always written)"),
         (cfg.parallelism in PARALLELISMS, f"parallelism must be one of {', '.join(PARALLELISMS)}"),
-        (cfg.mixed_precision in MIXED_PRECISIONS, f"mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}"),
-        (cfg.mixed_precision == "none" or cfg.dtype == "float32", "mixed_precision bf16 computes from fp32 weights: set dtype float32"),
+        (cfg.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype must be auto, float32, bfloat16 or float16"),
     ]
     for ok, message in checks:
         if not ok:

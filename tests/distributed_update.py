@@ -10,6 +10,7 @@ import torch
 
 from sps.grading.base import Grade
 from sps.models.loading import load_policy
+from sps.models.lora import add_adapters
 from sps.tasks.problem import Problem
 from sps.training.batch import collate
 from sps.training.config import TrainConfig
@@ -24,6 +25,7 @@ SETTINGS = {  # name: (parallelism, compute dtype, cpu_offload, gradient_checkpo
     "fsdp+checkpointing": ("fsdp", torch.float32, False, True),
     "fsdp+bf16": ("fsdp", torch.bfloat16, False, False),
 }
+LORA = "fsdp+lora"  # FSDP2 sharding a model whose only trainable weights are LoRA adapters
 
 
 class RecordingAdamW(torch.optim.AdamW):
@@ -41,12 +43,15 @@ class RecordingAdamW(torch.optim.AdamW):
         return super().step(closure)
 
 
-def update(model_dir, world, saved, sharding) -> dict:
+def update(model_dir, world, saved, sharding, lora: bool = False) -> dict:
     cfg = TrainConfig(**saved["config"])
     prompts, groups, rewards = saved["prompt_ids"], saved["groups"], saved["rewards"]
     share = len(prompts) // world.size
     mine = slice(world.rank * share, (world.rank + 1) * share)
     model, tokenizer = load_policy(model_dir, dtype="float32", device="cpu")
+    if lora:
+        torch.manual_seed(0)  # the same adapters on every process and in the one-process run
+        model = add_adapters(model, 4, 8.0, 0.0, ["q_proj", "v_proj"])
     if sharding is not None:
         model = parallelize(model, *sharding)
     optimizer = RecordingAdamW(model, cfg.learning_rate)
@@ -69,6 +74,9 @@ def main(batch_file: str, out_file: str, *model_dirs: str) -> None:
             results[(model_dir, "one process")] = update(model_dir, World(), saved, None)
         for name, sharding in SETTINGS.items():
             results[(model_dir, name)] = update(model_dir, world, saved, sharding)
+        if world.is_main:
+            results[(model_dir, "one process, lora")] = update(model_dir, World(), saved, None, lora=True)
+        results[(model_dir, LORA)] = update(model_dir, world, saved, SETTINGS["fsdp"], lora=True)
     if world.is_main:
         torch.save(results, out_file)
 

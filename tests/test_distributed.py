@@ -1,5 +1,5 @@
 """FSDP2 on two processes (gloo, CPU) takes the update of one unsharded process: sharded or
-replicated, with gradient checkpointing or bf16 compute, tied or untied embeddings."""
+replicated, with gradient checkpointing, bf16 compute or LoRA adapters, tied or untied embeddings."""
 
 import shutil
 import subprocess
@@ -70,6 +70,15 @@ def test_two_processes_take_the_update_of_one(random_llama, tmp_path):
             # magnifies float rounding in tiny gradient entries (measured below 3e-5).
             for name, param in one["params"].items():
                 assert torch.allclose(param, two["params"][name], rtol=0, atol=1e-4), (model_dir, setting, name)
+        # LoRA under FSDP2: the adapters' gradients and parameters of one process; the base frozen.
+        one_lora, two_lora = results[(model_dir, "one process, lora")], results[(model_dir, "fsdp+lora")]
+        assert one_lora["grads"] and all("lora_" in name for name in one_lora["grads"])
+        for name, grad in one_lora["grads"].items():
+            assert torch.allclose(grad, two_lora["grads"][name], rtol=0, atol=1e-6), (model_dir, name)
+        for name, param in one_lora["params"].items():
+            assert torch.allclose(param, two_lora["params"][name], rtol=0, atol=1e-4), (model_dir, name)
+            if "lora_" not in name:
+                assert torch.equal(param, two_lora["params"][name]), name  # frozen on every process
         # bf16 compute on fp32 weights: the same gradient to bf16 precision.
         bf16 = results[(model_dir, "fsdp+bf16")]
         for name, grad in one["grads"].items():

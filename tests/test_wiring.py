@@ -48,7 +48,8 @@ def rollouts():
 
 def trainer_loss(cfg: TrainConfig, forward: PolicyForward, reference=None, entropy_coef: float = 0.0):
     record = rollouts()
-    part = rl_part(cfg, World(), reference, record, record.batch, 0, STEP, entropy_coef, {})
+    reference_logps = None if reference is None else lambda rows: policy_logprobs(reference, rows, cfg.temperature)[0]
+    part = rl_part(cfg, World(), reference_logps, record, record.batch, 0, STEP, entropy_coef, {})
     return part.token_loss(forward, torch.arange(8)), record, part
 
 

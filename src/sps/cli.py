@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_testbed(commands)
     add_analyze(commands)
     add_demo(commands)
+    add_export(commands)
     return parser
 
 
@@ -247,6 +248,25 @@ def run_demo_command(args) -> int:
 
     quiet_libraries()
     run_demo(Path(args.out or ("out/demo-quick" if args.quick else "out/demo")), quick=args.quick)
+    return 0
+
+
+def add_export(commands) -> None:
+    p = commands.add_parser("export", help="write a run's checkpoint as a plain Hugging Face folder (LoRA adapters merged in)")
+    p.add_argument("run_dir", help="a training run folder (output_dir of sps train), or one checkpoint folder")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the newest)")
+    p.add_argument("--merge", action="store_true", help="fold LoRA adapters into the base weights (needed for a LoRA run: from_pretrained and vLLM then load the folder)")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.set_defaults(run=run_export_command)
+
+
+def run_export_command(args) -> int:
+    from sps.models.export import export_checkpoint
+
+    quiet_libraries()
+    folder = export_checkpoint(Path(args.run_dir), Path(args.out), args.step, args.merge, args.dtype)
+    print(f"exported to {folder}: load it with AutoModelForCausalLM.from_pretrained or sps eval --model {folder}")
     return 0
 
 

@@ -29,8 +29,8 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(build_testbed(TestbedConfig()))
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model folder {path} has no config.json; is it a Hugging Face checkpoint?")
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"model folder {path} has no config.json (nor adapter_config.json); is it a Hugging Face checkpoint?")
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
         raise FileNotFoundError(
@@ -70,10 +70,15 @@ def load_policy(name_or_path: str, dtype: str = "auto", device: str | None = Non
     """Load (model, tokenizer) from a folder, hub id or alias; the model is in eval mode on `device`."""
     from transformers import AutoModelForCausalLM
 
+    from sps.models.lora import is_adapter_folder, merged_adapter_model
+
     device = device or default_device()
     path = resolve_model_path(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device))
+        if is_adapter_folder(path):  # a LoRA checkpoint: its base with the adapters folded in
+            model = merged_adapter_model(path, resolve_dtype(dtype, device))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device))
     except OSError as e:
         raise FileNotFoundError(f"could not load model {name_or_path!r}: {e}") from e
     model.to(device).eval()

@@ -20,8 +20,10 @@ PREFILL_CALL_COST = 256  # a prefill call's fixed cost, in prompt positions (see
 
 
 def cache_argument(model) -> str:
-    """The forward's name for the KV cache: transformers renamed `past_key_values` to `cache` during 5.x."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """The forward's name for the KV cache: transformers renamed `past_key_values` to `cache` during 5.x.
+    A peft wrapper passes its keywords on to the model it wraps, whose forward names it."""
+    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def mask_positions(mask: torch.Tensor) -> torch.Tensor:

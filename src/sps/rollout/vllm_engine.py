@@ -27,8 +27,11 @@ from sps.rollout.base import Completion, SamplingParams
 def policy_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, full tensor) for every weight of a Hugging Face causal LM, the output embedding
     included when it is tied to the input embedding. Sharded (DTensor) weights are gathered one
-    at a time, so every process must iterate in step (they do: the order is the state dict's)."""
-    state = model.state_dict()
+    at a time, so every process must iterate in step (they do: the order is the state dict's). A
+    policy with LoRA adapters sends its base with the adapters merged in."""
+    from sps.models.lora import has_adapters, merged_weights
+
+    state = dict(merged_weights(model)) if has_adapters(model) else model.state_dict()
     head = model.get_output_embeddings()
     if head is not None and "lm_head.weight" not in state:
         state["lm_head.weight"] = head.weight

@@ -77,6 +77,16 @@ class AdaptiveEntropyConfig:
 
 
 @dataclass
+class PeftConfig:
+    """LoRA adapters through the peft library (peft's names); r 0 trains every weight."""
+
+    r: int = option(0, "LoRA rank (0 = no adapters: full fine-tuning)")
+    lora_alpha: float = option(16.0, "LoRA scaling alpha (the update is alpha / r times B A)")
+    lora_dropout: float = option(0.0, "dropout on the adapters' input")
+    target_modules: list[str] = option([], "module names that get adapters, e.g. q_proj,k_proj,v_proj,o_proj (empty: peft's default for the architecture)")
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run depends on. `sps train --help` lists these with their defaults."""
 
@@ -159,3 +169,4 @@ class TrainConfig:
     policy_loss: PolicyLossConfig = section(PolicyLossConfig, "policy losses (loss_mode)")
     adaptive_entropy: AdaptiveEntropyConfig = section(AdaptiveEntropyConfig, "adaptive entropy bonus")
     sps: SPSConfig = section(SPSConfig, "the IRL phase (algorithm: sps)")
+    peft: PeftConfig = section(PeftConfig, "LoRA adapters (peft.r > 0): only the adapters train; the reference is the base with them off")

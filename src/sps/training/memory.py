@@ -84,31 +84,53 @@ class Layout:
     shard_optimizer: bool = False  # AdamW state split over the processes (ZeRO-1/2, FSDP)
 
 
+# Each LoRA target's (input, output) width by its Llama / Qwen2 module name.
+LORA_SHAPES = {
+    "q_proj": lambda s: (s.hidden, s.hidden), "k_proj": lambda s: (s.hidden, s.kv_dim), "v_proj": lambda s: (s.hidden, s.kv_dim),
+    "o_proj": lambda s: (s.hidden, s.hidden), "gate_proj": lambda s: (s.hidden, s.intermediate),
+    "up_proj": lambda s: (s.hidden, s.intermediate), "down_proj": lambda s: (s.intermediate, s.hidden),
+}
+PEFT_DEFAULT_TARGETS = ["q_proj", "v_proj"]  # peft's default for Llama and Qwen2
+
+
+def lora_parameters(shape: ModelShape, r: int, targets: list[str]) -> int:
+    """Parameters of rank-r LoRA adapters on the named modules of every layer: r (in + out) each."""
+    unknown = [t for t in targets if t not in LORA_SHAPES]
+    if unknown:
+        raise ValueError(f"peft.target_modules: the memory estimate knows {', '.join(LORA_SHAPES)}, not {', '.join(unknown)}")
+    return shape.layers * sum(r * sum(LORA_SHAPES[t](shape)) for t in targets or PEFT_DEFAULT_TARGETS)
+
+
 def training_memory(
     shape: ModelShape, dtype: str, micro_batch: int, prompt_tokens: int, completion_tokens: int,
     layout: Layout = Layout(), reference: bool = False, chunk_logits: bool = True, chunk_size: int = 0,
+    adapter_params: int = 0,
 ) -> dict[str, float]:
     """Bytes of each part of one process's training-time memory (see the module docstring). dtype is
     what the model computes in; the weights, gradients and AdamW's moments are float32 whatever it
     is (mixed precision keeps an fp32 master copy). chunk_logits: log-probs through the LM head a
-    chunk of chunk_size tokens at a time (0: automatic), else from the whole logits."""
+    chunk of chunk_size tokens at a time (0: automatic), else from the whole logits. adapter_params
+    > 0: LoRA, a frozen base in the compute dtype, gradients and AdamW's state for the adapters only
+    (in float32), and no reference copy (it is the base with the adapters off)."""
     from sps.algorithms.lm_head import chunk_tokens
 
     c = DTYPE_BYTES[dtype]
     p = layout.processes
     sharded = p if layout.shard_params else 1
-    weights = shape.params * FP32 / sharded
-    optimizer = 2 * shape.params * FP32 / (p if layout.shard_params or layout.shard_optimizer else 1)
+    trained = adapter_params or shape.params
+    weights = (shape.params * c + adapter_params * FP32 if adapter_params else shape.params * FP32) / sharded
+    optimizer = 2 * trained * FP32 / (p if layout.shard_params or layout.shard_optimizer else 1)
     tokens = micro_batch * (prompt_tokens + completion_tokens)
     per_token_layer = 7 * shape.hidden + 2 * shape.kv_dim + 4 * shape.intermediate
     head = shape.vocab * shape.hidden
+    head_grad = 0 if adapter_params else head * FP32  # a frozen head needs no weight gradient
     if chunk_logits:
         # Per chunk: two float32 buffers (sps.algorithms.lm_head works in place) and, under mixed
         # precision, the gradient in the compute dtype; once: the head's gradient accumulated in
         # float32, and the head cast to the compute dtype under mixed precision.
         chunk = min(micro_batch * completion_tokens, chunk_tokens(chunk_size, shape.vocab))
         mixed = c != FP32
-        logits = chunk * shape.vocab * (2 * FP32 + (c if mixed else 0)) + head * FP32 + (head * c if mixed else 0)
+        logits = chunk * shape.vocab * (2 * FP32 + (c if mixed else 0)) + head_grad + (head * c if mixed and not adapter_params else 0)
     else:
         # The model's logits, and the log-softmax backward keeps (measured in float32: 8 bytes a logit),
         # plus the float32 cast under mixed precision.
@@ -116,13 +138,13 @@ def training_memory(
     return {
         "weights": weights,
         "optimizer": optimizer,
-        "reference": shape.params * c if reference else 0.0,
-        "gradients": weights,
+        "reference": shape.params * c if reference and not adapter_params else 0.0,
+        "gradients": trained * FP32 / sharded,
         # Mixed precision: the weights cast to the compute dtype for the forward, which backward keeps.
-        "compute_weights": shape.params * c / sharded if c != FP32 else 0.0,
+        "compute_weights": shape.params * c / sharded if c != FP32 and not adapter_params else 0.0,
         # Sharded runs gather the full weights on every process for sampling and scoring
         # (sps.training.distributed.gather_full_weights); training holds only the shard.
-        "gathered_weights": shape.params * FP32 - weights,
+        "gathered_weights": shape.params * (c if adapter_params else FP32) - weights,
         "activations": float(tokens * shape.layers * per_token_layer * c),
         "logits": float(logits),
     }

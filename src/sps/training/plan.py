@@ -21,6 +21,7 @@ from sps.training.memory import (
     GIB,
     Layout,
     count_parameters,
+    lora_parameters,
     peak_memory,
     rollout_memory,
     shape_of,
@@ -86,8 +87,10 @@ def train_plan(cfg: TrainConfig, layout: Layout | None = None, gpu_memory: float
             f"into {cfg.steps_per_generation} equal minibatches"
         )
     minibatch = max(rollouts // max(cfg.steps_per_generation, 1) // layout.processes, 1)
-    micro = min(cfg.micro_batch_size or MICRO_BATCH_ROWS, minibatch)
-    if minibatch % micro:
+    micro = min(cfg.micro_batch_size or (minibatch if cfg.max_tokens_per_microbatch else MICRO_BATCH_ROWS), minibatch)
+    if cfg.max_tokens_per_microbatch:  # memory is set by the micro-batch of the longest rows
+        micro = min(micro, max(1, cfg.max_tokens_per_microbatch // (longest + cfg.max_completion_length)))
+    elif minibatch % micro:
         plan.warnings.append(f"micro_batch_size: {micro} does not divide the {minibatch} rows of a minibatch per process; the last micro-batch is smaller")
 
     # The run.
@@ -129,7 +132,12 @@ def train_plan(cfg: TrainConfig, layout: Layout | None = None, gpu_memory: float
     layout_text = f"{layout.processes} process(es)" + (", parameters sharded" if layout.shard_params else "") + (
         ", optimizer sharded" if layout.shard_optimizer else ""
     )
-    train_parts = training_memory(shape, dtype, micro, longest, cfg.max_completion_length, layout, reference=cfg.beta > 0)
+    adapters = lora_parameters(shape, cfg.peft.r, cfg.peft.target_modules) if cfg.peft.r else 0
+    if adapters:
+        plan.lines.append(f"LoRA: rank {cfg.peft.r} on {', '.join(cfg.peft.target_modules or ['peft default'])}, "
+                          f"{parameters(adapters)} trainable parameters ({adapters / shape.params:.2%} of the model)")
+    train_parts = training_memory(shape, dtype, micro, longest, cfg.max_completion_length, layout, reference=cfg.beta > 0,
+                                  chunk_logits=cfg.logits_chunk_size >= 0, chunk_size=cfg.logits_chunk_size, adapter_params=adapters)
     gpu = gpu_memory or visible_gpu_memory()
     sequences = min(cfg.generation_batch_size, rollouts // layout.processes)
     rollout_parts = rollout_memory(shape, dtype, sequences, longest, cfg.max_completion_length) if cfg.engine == "hf" else None

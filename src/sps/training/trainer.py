@@ -11,6 +11,7 @@ restored, so a resumed run repeats no step, skips none, and on CPU reproduces an
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     """Train (or resume) the run in cfg.output_dir; returns that folder."""
     from sps.evaluation.evaluate import make_engine
     from sps.grading.rewards import RewardFunctions
-    from sps.models.loading import default_device, load_policy, resolve_dtype
+    from sps.models.loading import default_device, resolve_dtype
     from sps.tasks.benchmarks import load_benchmark
     from sps.tasks.prompts import PromptSource
 
@@ -65,12 +66,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     # The policy, its optimizer, and what it trains on.
     torch.manual_seed(cfg.seed)
     start_model = run.start_model()
-    # The policy's weights are the fp32 master copy that AdamW updates; dtype is what it computes in.
     compute_dtype = resolve_dtype(cfg.dtype, device)
-    model, tokenizer = load_policy(str(checkpoint[1]) if checkpoint else start_model, "float32", device)
-    model = parallelize(model, cfg.parallelism, compute_dtype, cfg.cpu_offload, cfg.gradient_checkpointing)
-    needs_reference = "reference" in forward_needs(cfg, entropy_coef=0.0)
-    reference = load_policy(start_model, cfg.dtype, device)[0].requires_grad_(False) if needs_reference else None
+    model, tokenizer, reference = policy_and_reference(cfg, start_model, checkpoint[1] if checkpoint else None, device, compute_dtype)
     train_data = load_benchmark(cfg.train_data, cfg.data_dir or None)
     run.note_skipped(train_data)
     template = cfg.prompt_template or train_data.template
@@ -82,7 +79,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                          dtype=str(compute_dtype).removeprefix("torch."))
     sampling = SamplingParams(cfg.temperature, cfg.top_p, 0, cfg.max_completion_length)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)))
     needs_buffer = (cfg.algorithm == "sps" and cfg.sps.demo_source == "buffer") or cfg.replay_buffer
@@ -145,6 +142,36 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         if hasattr(engine, "close"):  # last: vLLM's shutdown also ends the process group
             engine.close()
     return run.dir
+
+
+def policy_and_reference(cfg: TrainConfig, start_model: str, checkpoint: Path | None, device: str, compute_dtype: torch.dtype):
+    """(policy, tokenizer, reference log-probs) of a run starting or resuming. The policy trains
+    every weight, kept in float32 (the master copy; dtype is what it computes in), or (peft.r > 0)
+    LoRA adapters on a frozen base in the compute dtype. The reference, what the KL and DPH compare
+    with, is rows -> (B, T) log-probs of the start model: a frozen copy, or the policy with its
+    adapters off; None when no loss needs it."""
+    from sps.models.loading import load_policy
+    from sps.models.lora import add_adapters, load_adapters
+
+    p = cfg.peft
+    if p.r:
+        base, tokenizer = load_policy(start_model, str(compute_dtype).removeprefix("torch."), device)
+        model = load_adapters(base, checkpoint) if checkpoint else add_adapters(base, p.r, p.lora_alpha, p.lora_dropout, p.target_modules)
+    else:
+        model, tokenizer = load_policy(str(checkpoint or start_model), "float32", device)
+    model = parallelize(model, cfg.parallelism, compute_dtype, cfg.cpu_offload, cfg.gradient_checkpointing)
+    if "reference" not in forward_needs(cfg, entropy_coef=0.0):
+        return model, tokenizer, None
+    if p.r:
+        def reference(rows: RolloutBatch) -> torch.Tensor:
+            with model.disable_adapter():
+                return policy_logprobs(model, rows, cfg.temperature, chunk_size=cfg.logits_chunk_size)[0].cpu()
+    else:
+        frozen = load_policy(start_model, cfg.dtype, device)[0].requires_grad_(False)
+
+        def reference(rows: RolloutBatch) -> torch.Tensor:
+            return policy_logprobs(frozen, rows, cfg.temperature, chunk_size=cfg.logits_chunk_size)[0].cpu()
+    return model, tokenizer, reference
 
 
 def training_step(
@@ -253,8 +280,8 @@ def forward_needs(cfg: TrainConfig, entropy_coef: float) -> set[str]:
 
 
 def rl_part(
-    cfg: TrainConfig, world: World, reference, rollouts: Rollouts, batch: RolloutBatch, replayed: int, step: int,
-    entropy_coef: float, metrics: dict,
+    cfg: TrainConfig, world: World, reference: Callable[[RolloutBatch], torch.Tensor] | None, rollouts: Rollouts,
+    batch: RolloutBatch, replayed: int, step: int, entropy_coef: float, metrics: dict,
 ) -> LossPart:
     """The GRPO-family loss on this step's rollouts (`batch`: theirs, plus `replayed` buffer rows at
     the end with advantage replay_advantage): loss_mode's policy loss on the advantages of the
@@ -283,7 +310,7 @@ def rl_part(
     ref_logps = None
     if "reference" in needs:
         with torch.no_grad():
-            ref_logps = policy_logprobs(reference, batch, cfg.temperature, chunk_size=cfg.logits_chunk_size)[0].cpu()
+            ref_logps = reference(batch)
     generator = torch.Generator().manual_seed(stable_seed(cfg.seed, step, "policy_loss"))  # for losses that draw tokens
 
     def token_weights(index: torch.Tensor) -> torch.Tensor:

@@ -134,18 +134,26 @@ def test_eval_dry_run(env, capsys):
 def test_memory_model_by_hand():
     shape = ModelShape(params=1000, hidden=4, intermediate=8, layers=2, kv_dim=2, vocab=10, context=64)
     parts = training_memory(shape, "bfloat16", micro_batch=3, prompt_tokens=5, completion_tokens=7, reference=True)
-    assert parts["weights"] == parts["gradients"] == parts["reference"] == 2000 and parts["optimizer"] == 4000
+    # bf16 compute on fp32 master weights: weights, gradients and AdamW's moments in fp32, the bf16
+    # copy the forward uses, and a frozen bf16 reference.
+    assert parts["weights"] == parts["gradients"] == 4000 and parts["optimizer"] == 8000
+    assert parts["reference"] == parts["compute_weights"] == 2000
     assert parts["activations"] == 3 * 12 * 2 * (7 * 4 + 2 * 2 + 4 * 8) * 2  # tokens x layers x values x bytes
-    assert parts["logits"] == 3 * 8 * 10 * (2 + 12)
+    # The LM head a chunk at a time (all 21 tokens in one): two fp32 buffers and the bf16 gradient per
+    # logit, the head's fp32 gradient and its bf16 copy.
+    assert parts["logits"] == 21 * 10 * (4 + 4 + 2) + 10 * 4 * 4 + 10 * 4 * 2
+    whole = training_memory(shape, "bfloat16", 3, 5, 7, chunk_logits=False)
+    assert whole["logits"] == 3 * 8 * 10 * (2 + 4 + 4)
     sharded = training_memory(shape, "float32", 3, 5, 7, Layout(4, shard_params=True))
-    assert sharded["weights"] == 1000 and sharded["optimizer"] == 2000
+    assert sharded["weights"] == 1000 and sharded["optimizer"] == 2000 and sharded["compute_weights"] == 0
     only_optimizer = training_memory(shape, "float32", 3, 5, 7, Layout(4, shard_optimizer=True))
     assert only_optimizer["weights"] == 4000 and only_optimizer["optimizer"] == 2000
     rollout = rollout_memory(shape, "bfloat16", sequences=4, prompt_tokens=5, completion_tokens=7)
     assert rollout == {"kv_cache": 4 * 12 * 2 * 2 * 2 * 2, "sampling_logits": 4 * 10 * 4}
-    persistent = 2000 + 4000 + 2000
-    assert peak_memory(parts, rollout) == persistent + max(2000 + parts["activations"] + parts["logits"], sum(rollout.values()))
-    assert peak_memory(parts, None, vllm_reserve=10.0) == persistent + 10.0 + 2000 + parts["activations"] + parts["logits"]
+    persistent = 4000 + 8000 + 2000
+    training = 4000 + 2000 + parts["activations"] + parts["logits"]
+    assert peak_memory(parts, rollout) == persistent + max(training, sum(rollout.values()))
+    assert peak_memory(parts, None, vllm_reserve=10.0) == persistent + 10.0 + training
     assert parse_size("80GB") == parse_size("80 GiB") == 80 * GIB
     with pytest.raises(ValueError, match="--gpu-memory"):
         parse_size("lots")

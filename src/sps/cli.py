@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -11,16 +12,33 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error (a bad setting, a missing file, a folder in use) is one line on
+    stderr naming the input, and exit code 2; Ctrl-C and SIGTERM stop the work where it is (what
+    was written stays) and exit 130 and 143."""
+    from sps.interrupts import Interrupted, raise_on_sigterm
+
     parser = build_parser()
     # Only `sps train` takes free-form --key value overrides; other commands reject unknown options.
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
+    raise_on_sigterm()
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError) as e:
         print(f"sps {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Interrupted) as e:
+        where = e.where if isinstance(e, Interrupted) else "interrupted"
+        print(f"sps {args.command}: {where}; rerun the same command to resume", file=sys.stderr)
+        return e.exit_code if isinstance(e, Interrupted) else 130
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"sps {args.command}: error: no space left on the device holding {e.filename or 'the output folder'}; "
+              "nothing written before is lost (every file is written whole or not at all): free space and rerun "
+              "the same command to resume", file=sys.stderr)
         return 2
 
 
@@ -45,8 +63,8 @@ def add_eval(commands) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="0 switches top-k off")
-    p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="most tokens per completion (default: 1024, or less where the model's context leaves less after the longest prompt)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems (0: all)")
     p.add_argument("--prompt-template", default=None, help="qwen-boxed, chat, chat-answer or plain (default: the benchmark's)")
     p.add_argument("--grader", default=None, help="math, choice, countdown or reasoning_gym (default: the benchmark's)")
     p.add_argument("--reward-funcs", default="", help="comma-separated rewards, summed: grader names and package.module:function or path/file.py:function (default: the grader); a sample is correct when its reward reaches --success-threshold")
@@ -153,6 +171,8 @@ def add_grade(commands) -> None:
 def run_grade_command(args) -> int:
     from sps.grading.registry import grade_one
 
+    if args.completion is None and not Path(args.completion_file).is_file():
+        raise ValueError(f"--completion-file {args.completion_file} is {'a folder' if Path(args.completion_file).is_dir() else 'not there'}, not a file")
     completion = args.completion if args.completion is not None else Path(args.completion_file).read_text(encoding="utf-8")
     print(json.dumps(asdict(grade_one(args.gold, completion, grader=args.grader)), indent=2))
     return 0

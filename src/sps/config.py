@@ -128,8 +128,15 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+            raise FileNotFoundError(f"config file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            raise ValueError(f"config file {path} is not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping of settings (key: value lines), not a {type(data).__name__}")
     return from_dict(cls, merge(data, parse_overrides(overrides or [])))
 
 

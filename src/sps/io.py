@@ -120,3 +120,48 @@ def read_jsonl_repairing(path: str | os.PathLike) -> list[dict]:
             with open(path, "r+b") as f:
                 f.truncate(complete)
     return rows
+
+
+class FolderBusy(ValueError):
+    """Another process holds the folder's lock."""
+
+
+def lock_folder(folder: Path, what: str):
+    """Take the exclusive lock of `folder` (an OS lock on <folder>/.lock, which the kernel drops when
+    the process ends, however it ends, so a killed run leaves no stale lock). Returns the open lock
+    file: keep it, and close it to release. Raises FolderBusy naming the folder and the holder's pid."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")  # noqa: SIM115 (held open for as long as the lock is)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise FolderBusy(f"{folder} is in use by another {what} (pid {holder}); wait for it to end, or use another folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the .tmp-* folders and files an interrupted atomic write left in `folder`; returns them."""
+    found = list(folder.glob(".tmp-*")) if folder.is_dir() else []
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return found
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, read in 8 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()

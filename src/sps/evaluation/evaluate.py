@@ -55,25 +55,27 @@ def evaluate_model(
     from sps.grading.rewards import RewardFunctions
     from sps.models.loading import load_policy, load_tokenizer, resolve_model_path
 
-    # Load every benchmark first, so a typo in the last one fails before any sampling.
+    check_settings(base, batch_size)
+    # Load every benchmark, the tokenizer and the rewards first: a typo in the last fails before any sampling.
     benchmarks = [load_benchmark(spec, data_dir, fields) for spec in benchmark_specs]
     for b in benchmarks:
         for message in b.skipped:
             print(f"warning: {b.name}: skipped malformed row: {message}")
     path = resolve_model_path(model_name)
-    if engine == "vllm":  # vLLM holds its own copy of the weights
-        model, tokenizer = None, load_tokenizer(path)
-    else:
-        model, tokenizer = load_policy(model_name, dtype=dtype, device=device)
-    rollout = make_engine(engine, model, tokenizer, path, batch_size)
+    tokenizer = load_tokenizer(path)
+    settings_of = {b.name: fitted_settings(base, b, prompt_template or b.template, grader or b.grader, tokenizer, path) for b in benchmarks}
     out = Path(out)
     results, scorers = {}, {}
     try:
-        for b in benchmarks:
-            settings = replace(base, benchmark=b.source, prompt_template=prompt_template or b.template, grader=grader or b.grader)
+        for settings in settings_of.values():
             key = tuple(settings.rewards())
             if key not in scorers:
                 scorers[key] = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold)
+        model = None if engine == "vllm" else load_policy(model_name, dtype=dtype, device=device)[0]  # vLLM holds its own copy
+        rollout = make_engine(engine, model, tokenizer, path, batch_size)
+        for b in benchmarks:
+            settings = settings_of[b.name]
+            key = tuple(settings.rewards())
             folder = out if len(benchmarks) == 1 else out / b.name
             results[b.name] = run_eval(rollout, tokenizer, b, settings, folder, scorers[key], batch_size, overwrite,
                                        max_reward_failures=max_reward_failures)
@@ -83,3 +85,93 @@ def evaluate_model(
     if len(benchmarks) > 1:
         atomic_write_text(out / "summary.md", f"# {model_name}\n\n" + combined_table(results) + "\n")
     return results
+
+
+DEFAULT_NEW_TOKENS = 1024  # at most: less where the model's context leaves less room after the prompts
+
+
+def check_settings(settings: EvalSettings, batch_size: int) -> None:
+    """The evaluation's own settings, each error naming its option."""
+    checks = [
+        (settings.n >= 1, f"--n must be >= 1 (got {settings.n})"),
+        (settings.limit is None or settings.limit >= 0, f"--limit must be >= 1, or 0 for every problem (got {settings.limit})"),
+        (batch_size >= 1, f"--batch-size must be >= 1 (got {batch_size})"),
+        (settings.max_new_tokens is None or settings.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {settings.max_new_tokens})"),
+        (settings.temperature > 0, f"--temperature must be > 0 (got {settings.temperature})"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def fitted_settings(base: EvalSettings, benchmark, template: str, grader: str, tokenizer, model_path: str) -> EvalSettings:
+    """The benchmark's settings, its new tokens fitted to the model's context: by default at most
+    DEFAULT_NEW_TOKENS and what the longest prompt leaves; a longer request is an error."""
+    from transformers import AutoConfig
+
+    from sps.models.lora import is_adapter_folder
+    from sps.training.validate import longest_prompt
+
+    limit = base.limit or None
+    problems = benchmark.problems[:limit] if limit else benchmark.problems
+    config_path = model_path
+    if is_adapter_folder(model_path):
+        import json
+
+        config_path = json.loads((Path(model_path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    context = getattr(AutoConfig.from_pretrained(config_path), "max_position_embeddings", None)
+    sized = type(benchmark)(benchmark.name, problems, benchmark.grader, benchmark.template, benchmark.source)
+    problem_id, longest = longest_prompt("--benchmark", sized, template, tokenizer, context)
+    new_tokens = base.max_new_tokens or (min(DEFAULT_NEW_TOKENS, context - longest) if context else DEFAULT_NEW_TOKENS)
+    if context and longest + new_tokens > context:
+        raise ValueError(f"--max-new-tokens: {new_tokens} new tokens after problem {problem_id!r} of {benchmark.name} "
+                         f"({longest} prompt tokens) are beyond the model's context of {context} tokens")
+    return replace(base, benchmark=benchmark.source, prompt_template=template, grader=grader, max_new_tokens=new_tokens,
+                   limit=limit)
+
+
+def evaluate(
+    model: str | Path,
+    benchmark: str | list[str],
+    out: str | Path | None = None,
+    *,
+    n: int = 8,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    max_new_tokens: int | None = None,
+    limit: int | None = None,
+    prompt_template: str | None = None,
+    grader: str | None = None,
+    reward_funcs=(),
+    reward_weights=(),
+    success_threshold: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 256,
+    engine: str = "hf",
+    dtype: str = "auto",
+    device: str | None = None,
+    data_dir: str | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """`sps eval` from Python: sample n completions per problem, score them, and return the metrics
+    (docs/evaluation.md lists them): one benchmark's dict, or {name: metrics} for several.
+
+    model: a folder, a run folder (its newest checkpoint), a hub id or an alias; benchmark: a name,
+    a JSON Lines path, hf:owner/name[:split], rg:<task>, or a list of them. reward_funcs: graders
+    and functions (callables or "module:function" / "file.py:function"), summed with reward_weights;
+    max_new_tokens: default at most 1024 and what the model's context leaves after the longest prompt;
+    a sample is correct when its reward reaches success_threshold. Writes into `out` (default
+    out/eval/<model name>) and, rerun, resumes there."""
+    from sps.grading.rewards import reward_spec
+    from sps.tasks.benchmarks import split_specs
+
+    specs = split_specs(benchmark) if isinstance(benchmark, str) else list(benchmark)
+    base = EvalSettings(
+        model=str(model), benchmark="", n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+        limit=limit, seed=seed, reward_funcs=[reward_spec(f) for f in reward_funcs], reward_weights=list(reward_weights),
+        success_threshold=success_threshold,
+    )
+    out = Path(out or Path("out") / "eval" / Path(str(model).rstrip("/")).name)
+    results = evaluate_model(str(model), specs, out, base, prompt_template, grader, data_dir, engine=engine,
+                             batch_size=batch_size, dtype=dtype, device=device, overwrite=overwrite)
+    return next(iter(results.values())) if len(specs) == 1 else results

@@ -37,7 +37,7 @@ class EvalSettings:
     temperature: float = 0.7
     top_p: float = 1.0
     top_k: int = 0
-    max_new_tokens: int = 1024
+    max_new_tokens: int | None = 1024  # None: fitted to the model's context (sps.evaluation.evaluate)
     limit: int | None = None
     prompt_template: str = "qwen-boxed"
     grader: str = "math"
@@ -117,7 +117,19 @@ def run_eval(
     reaches success_threshold. batch_rows: about how many samples are generated and scored between
     two writes.
     """
+    from sps.io import lock_folder
+
     out_dir = Path(out_dir)
+    lock = lock_folder(out_dir, "sps eval")
+    try:
+        return evaluate_into(engine, tokenizer, benchmark, settings, out_dir, rewards, batch_rows, overwrite, show_progress, max_reward_failures)
+    finally:
+        lock.close()
+
+
+def evaluate_into(engine, tokenizer, benchmark: Benchmark, settings: EvalSettings, out_dir: Path, rewards, batch_rows: int,
+                  overwrite: bool, show_progress: bool, max_reward_failures: int) -> dict:
+    """run_eval's work, with the folder's lock held."""
     prepare_out_dir(out_dir, settings, overwrite)
     problems = benchmark.problems[: settings.limit] if settings.limit else benchmark.problems
     by_id = {p.id: p for p in problems}

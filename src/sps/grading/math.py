@@ -8,6 +8,8 @@ one into text can hang (`Grade.extracted` is always the answer's text).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from functools import lru_cache
 from operator import itemgetter
@@ -16,6 +18,7 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, veri
 from math_verify.errors import TimeoutException
 
 from sps.grading.base import Grade, PooledGrader
+from sps.grading.log_scale import log_scale_equal
 from sps.tasks.problem import Problem
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -94,10 +97,39 @@ def _grade(completion: str, gold: str) -> Grade:
         # parse() returns [parsed, matched text], or just the text when parsing failed. The text is
         # after math-verify's LaTeX normalization: "$0.5$" comes back as "\frac{1}{2}".
         extracted = next((item for item in answer if isinstance(item, str)), None)
-    correct = verify(gold_parsed, answer, timeout_seconds=MATH_VERIFY_TIMEOUT_S)
+    with _timeouts_noted() as timeouts:
+        correct = verify(gold_parsed, answer, timeout_seconds=MATH_VERIFY_TIMEOUT_S)
+    if not correct and timeouts.count:
+        # math-verify gave up (it says so only in a log line) and reports False: no verdict. Huge
+        # numbers get a bounded comparison on a log scale; anything else is a timeout, not a wrong answer.
+        same = None if boxed is None else log_scale_equal(gold, boxed)
+        if same is not None:
+            return Grade(same, "ok", extracted, "compared on a log scale: exact arithmetic timed out")
+        return Grade(False, "timeout", extracted, f"math-verify timed out comparing with gold {gold[:100]!r}")
     if not correct and not _has_math(answer):
         return Grade(False, "malformed", extracted, "the answer does not parse as math")
     return Grade(correct, "ok", extracted)
+
+
+class _TimeoutNotes(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += record.getMessage().startswith("Timeout")
+
+
+@contextlib.contextmanager
+def _timeouts_noted():
+    """Count math-verify's timeouts inside the block (verify swallows them into False and logs them)."""
+    notes = _TimeoutNotes()
+    logger = logging.getLogger("math_verify")
+    logger.addHandler(notes)
+    try:
+        yield notes
+    finally:
+        logger.removeHandler(notes)
 
 
 @lru_cache(maxsize=4096)

@@ -49,6 +49,20 @@ def is_function_spec(name: str) -> bool:
     return ":" in name
 
 
+def reward_spec(function) -> str:
+    """A reward as reward_funcs names it: a string as it is; a Python function as file.py:name of
+    the file that defines it (workers load it from there, so it must be a module-level function, and
+    a script that defines it must start its work under `if __name__ == "__main__":`)."""
+    if isinstance(function, str):
+        return function
+    import inspect
+
+    name = getattr(function, "__qualname__", "")
+    if not callable(function) or "<" in name or "." in name:
+        raise ValueError(f"reward function {function!r}: pass a module-level function (or its name as module:function)")
+    return f"{Path(inspect.getfile(function)).resolve()}:{name}"
+
+
 def resolve_spec(spec: str) -> str:
     """A function spec with a file path made absolute (workers and resumed runs may start elsewhere)."""
     target, _, function = spec.rpartition(":")

@@ -28,6 +28,13 @@ def resolve_model_path(name_or_path: str) -> str:
 
         return str(build_testbed(TestbedConfig()))
     path = Path(name_or_path).expanduser()
+    if (path / "checkpoints").is_dir() and not (path / "config.json").is_file():  # a run folder: its newest checkpoint
+        from sps.training.checkpoint import latest_checkpoint
+
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"run folder {path} has no complete checkpoint yet")
+        path = found[1]
     if path.exists():
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"model folder {path} has no config.json (nor adapter_config.json); is it a Hugging Face checkpoint?")

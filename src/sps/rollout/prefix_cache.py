@@ -126,7 +126,8 @@ class SharedPrefix:
             mask, logits = prefill_prompts(model, [prompts[i] for i in bucket], prefill, cache_kwarg)
             if keys is None:  # per layer (P, kv_heads, L, head_dim), prompts right-aligned
                 keys = [layer.keys.new_zeros((len(prompts), layer.keys.shape[1], width, layer.keys.shape[-1])) for layer in prefill.layers]
-                values = [torch.zeros_like(k) for k in keys]
+                # Under autocast the keys (past a float32 rotary embedding) and values can differ in dtype.
+                values = [layer.values.new_zeros(k.shape) for layer, k in zip(prefill.layers, keys, strict=True)]
             rows, start = torch.tensor(bucket, device=device), width - mask.shape[1]
             for layer, layer_keys, layer_values in zip(prefill.layers, keys, values):
                 layer_keys[rows, :, start:] = layer.keys

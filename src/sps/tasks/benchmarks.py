@@ -96,12 +96,18 @@ def file_benchmark(
 ) -> Benchmark:
     """A JSON Lines (or, by its .csv suffix, CSV) file; row_format None detects it from the first row."""
     rows, skipped = [], []
-    with open(path, encoding="utf-8", newline="") as f:
-        if path.suffix.lower() == ".csv":
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not part of the first header
             rows = [(f"row {i}", str(i), row) for i, row in enumerate(itertools.islice(csv.DictReader(f), limit), start=1)]
-        else:
-            lines = ((n, line) for n, line in enumerate(f, start=1) if line.strip())
-            for line_no, line in itertools.islice(lines, limit):
+    else:
+        with open(path, "rb") as f:
+            numbered = ((n, line) for n, line in enumerate(f, start=1) if line.strip())
+            for line_no, raw in itertools.islice(numbered, limit):
+                try:
+                    line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    skipped.append(f"{path.name} line {line_no}: not UTF-8 (byte {e.start})")
+                    continue
                 try:
                     rows.append((f"line {line_no}", str(line_no), json.loads(line)))
                 except json.JSONDecodeError as e:

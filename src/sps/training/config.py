@@ -150,7 +150,7 @@ class TrainConfig:
     eval_temperature: float = option(1.0, "sampling temperature of evaluations")
     probe_problems: int = option(32, "held-out problems whose correct base-model trajectories are tracked as probes (0 = none)")
     save_every: int = option(50, "checkpoint every this many steps (and at the end)")
-    keep_checkpoints: int = option(2, "how many checkpoints to keep")
+    keep_checkpoints: int = option(2, "how many checkpoints to keep, the newest (0 = keep every one)")
     keep_best: bool = option(False, "also keep the policy with the best eval Avg@n (mean over eval_benchmark) in <output_dir>/best/")
     output_dir: str = option("out/train", "run folder: config, log, evaluations, checkpoints")
     report_to: list[str] = option([], "extra loggers besides the JSON Lines log: tensorboard, wandb")

@@ -88,7 +88,7 @@ def optimize(
     device = next(model.parameters()).device
     totals = {name: 0.0 for part in parts for name in part.stat_names}
     tokens = 0.0
-    losses, grad_norms, nonfinite = [], [], 0
+    losses, grad_norms, nonfinite, broken = [], [], 0, False
     shard_for_training(model)
     model.train()
     for epoch in range(epochs):
@@ -132,6 +132,8 @@ def optimize(
                 optimizer.step()
                 losses.append(loss_value)
                 grad_norms.append(grad_norm)
+                if not weights_finite(model, world):  # a finite gradient times a huge learning rate
+                    broken = True
             else:
                 nonfinite += 1
             optimizer.zero_grad(set_to_none=True)
@@ -139,8 +141,15 @@ def optimize(
     result = {name: value / max(tokens, 1.0) for name, value in totals.items()}
     result["loss"] = sum(losses) / len(losses) if losses else float("nan")
     result["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
-    result["nonfinite_updates"] = nonfinite
+    result["nonfinite_updates"] = nonfinite + broken
+    result["nonfinite_weights"] = broken
     return result
+
+
+def weights_finite(model, world: World) -> bool:
+    """Whether every trainable weight is finite, on every process (each checks its own shard)."""
+    local = all(bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in model.parameters() if p.requires_grad)
+    return float(world.sum(torch.tensor(float(not local)))) == 0
 
 
 def zero_loss_pass(model, batch: RolloutBatch, temperature: float, chunk_size: int = 0) -> None:

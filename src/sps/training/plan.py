@@ -37,14 +37,14 @@ def train_plan(cfg: TrainConfig, layout: Layout | None = None, gpu_memory: float
     """The dry run of `sps train`: checks and the plan of the run `cfg` describes."""
     from sps.tasks.benchmarks import split_specs
     from sps.training.sps_phase import step_phase
-    from sps.training.validate import validate
+    from sps.training.validate import check_world, validate
 
     plan = Plan()
     layout = layout or Layout(processes=int(os.environ.get("WORLD_SIZE", "1")))
     try:
         validate(cfg)
     except ValueError as e:
-        plan.errors.append(str(e))
+        plan.errors.append(str(e).removeprefix("config: "))
     try:
         config, tokenizer = model_files(cfg.model, plan)
     except (OSError, ValueError) as e:
@@ -79,13 +79,10 @@ def train_plan(cfg: TrainConfig, layout: Layout | None = None, gpu_memory: float
 
     # Divisibility.
     rollouts = cfg.prompts_per_step * cfg.num_generations
-    if cfg.prompts_per_step % layout.processes:
-        plan.errors.append(f"prompts_per_step: {cfg.prompts_per_step} does not divide by the {layout.processes} processes")
-    if rollouts % cfg.steps_per_generation:
-        plan.errors.append(
-            f"steps_per_generation: the {rollouts} rollouts of a step (prompts_per_step x num_generations) do not split "
-            f"into {cfg.steps_per_generation} equal minibatches"
-        )
+    try:
+        check_world(cfg, layout.processes)
+    except ValueError as e:
+        plan.errors.append(str(e).removeprefix("config: "))
     minibatch = max(rollouts // max(cfg.steps_per_generation, 1) // layout.processes, 1)
     micro = min(cfg.micro_batch_size or (minibatch if cfg.max_tokens_per_microbatch else MICRO_BATCH_ROWS), minibatch)
     if cfg.max_tokens_per_microbatch:  # memory is set by the micro-batch of the longest rows

@@ -26,9 +26,10 @@ from sps.training.distributed import World
 from sps.training.guards import GUARD_STEPS, guard_warnings
 from sps.training.loggers import open_writers
 
-# Settings a resumed run may change: they do not change what the steps compute.
+# Settings a resumed run may change: they do not change what the steps compute (output_dir: the
+# folder is the run, wherever it lives and however its path is written).
 RESUMABLE_CHANGES = (
-    "max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size", "max_tokens_per_microbatch",
+    "output_dir", "max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size", "max_tokens_per_microbatch",
     "gradient_checkpointing", "logits_chunk_size",
 )
 
@@ -47,11 +48,26 @@ class RunFiles:
 
     # -- starting and resuming ------------------------------------------------------------------
 
-    def start(self, resume_step: int) -> None:
-        """Write or check config.yaml; drop log rows and evaluations past the resume point."""
+    def start(self) -> tuple[tuple[int, Path] | None, list[str]]:
+        """Take the run folder's lock, clear what an interrupted write left, pick the newest
+        checkpoint that passes verification, check the settings against the run's (config.yaml and
+        the checkpoint's own record) and write them, and drop log rows and evaluations past the
+        resume point. Returns (the checkpoint to resume from or None, notices for the progress line
+        and the log). Called once every input has been checked: nothing is written before."""
+        from sps.io import lock_folder, remove_leftovers
+        from sps.training.checkpoint import load_trainer_state, newest_good_checkpoint
+
+        checkpoint, notices = None, []
         if self.world.is_main:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.check_config()
+            self.lock = lock_folder(self.dir, "sps train")
+            for leftover in remove_leftovers(self.dir) + remove_leftovers(self.dir / "checkpoints"):
+                notices.append(f"removed {leftover.name}, left by an interrupted write")
+            checkpoint, skipped = newest_good_checkpoint(self.dir)
+            notices += skipped
+            if skipped:
+                notices.append(f"resuming from {checkpoint[1].name}" if checkpoint else "no good checkpoint left: starting over")
+            self.check_config(load_trainer_state(checkpoint[1]).get("config") if checkpoint else None)
+            resume_step = checkpoint[0] if checkpoint else 0
             rows = [r for r in read_jsonl_repairing(self.log_file) if r["step"] <= resume_step]
             atomic_write_jsonl(self.log_file, rows)
             self.recent = rows[-GUARD_STEPS:]
@@ -64,19 +80,28 @@ class RunFiles:
             probes = read_jsonl_repairing(self.dir / "probes.jsonl")
             atomic_write_jsonl(self.dir / "probes.jsonl", [r for r in probes if r["step"] <= resume_step])
             self.writers = open_writers(self.cfg, self.dir)
+            for notice in notices:
+                print(f"NOTICE: {notice}")
+        checkpoint, notices = self.world.gather((checkpoint, notices))[0]  # every process resumes from the same
         self.world.barrier()
+        return checkpoint, notices
 
-    def check_config(self) -> None:
+    def check_config(self, checkpointed: dict | None) -> None:
+        """Refuse to continue a run whose settings (in config.yaml, or recorded in its checkpoint
+        when config.yaml is gone) differ from these, naming each difference; then write config.yaml."""
         saved_file = self.dir / "config.yaml"
         current = dataclasses.asdict(self.cfg)
-        if saved_file.exists():
-            saved = yaml.safe_load(saved_file.read_text())
-            defaults = dataclasses.asdict(type(self.cfg)())  # a key added since the run began counts as its default
-            differ = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k]]
+        defaults = dataclasses.asdict(type(self.cfg)())  # a key added since the run began counts as its default
+        for saved, where in ((yaml.safe_load(saved_file.read_text()) if saved_file.exists() else None, "config.yaml"),
+                             (checkpointed, "the checkpoint")):
+            if not saved:
+                continue
+            differ = [f"{k}: {saved.get(k, defaults[k])!r} there, {current[k]!r} now" for k in current
+                      if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k]]
             if differ:
                 raise ValueError(
-                    f"{self.dir} holds a run with other settings ({', '.join(differ)} differ); "
-                    "choose another output_dir or delete that folder"
+                    f"{self.dir} holds a run with other settings ({where}: {'; '.join(differ)}); "
+                    "choose another output_dir, or delete that folder to start over"
                 )
         atomic_write_text(saved_file, yaml.safe_dump(current, sort_keys=False))
 
@@ -218,6 +243,8 @@ class RunFiles:
         print(f"best so far: step {step}, mean Avg@n {avg_at_n:.4f}, kept in {self.dir / 'best'}")
 
     def close(self) -> None:
+        if getattr(self, "lock", None) is not None:
+            self.lock.close()
         for writer in self.writers:
             close = getattr(writer, "close", None)
             if close:

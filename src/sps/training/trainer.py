@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -23,12 +23,12 @@ from sps.algorithms.irl import irl_token_loss, irl_token_weights
 from sps.algorithms.losses import loss_weights
 from sps.algorithms.policy_losses import POLICY_LOSSES, active_terms
 from sps.evaluation.runner import stable_seed
-from sps.grading.rewards import RewardError
+from sps.grading.rewards import RewardError, reward_spec
+from sps.interrupts import Interrupted
 from sps.rollout.base import Completion, SamplingParams
 from sps.tasks.templates import encode_prompt
 from sps.training.batch import PolicyForward, RolloutBatch, collate, collate_rows, policy_logprobs
 from sps.training.checkpoint import (
-    latest_checkpoint,
     load_optimizer_state,
     load_trainer_state,
     save_checkpoint,
@@ -40,38 +40,46 @@ from sps.training.optimize import LossPart, optimize
 from sps.training.rollouts import Rollouts, record_rollouts
 from sps.training.run import RunFiles
 from sps.training.sps_phase import DemoBatch, DemoBuffer, Update, build_demos, step_phase
-from sps.training.validate import validate
+from sps.training.validate import check_inputs, check_world, validate
 
 
 def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
-    """Train (or resume) the run in cfg.output_dir; returns that folder."""
+    """Train (or resume) the run in cfg.output_dir; returns that folder. cfg.reward_funcs may hold
+    Python functions (module-level, see sps.grading.rewards.reward_spec): the run records them by file."""
     from sps.evaluation.evaluate import make_engine
     from sps.grading.rewards import RewardFunctions
     from sps.models.loading import default_device, resolve_dtype
-    from sps.tasks.benchmarks import load_benchmark
+    from sps.tasks.benchmarks import load_benchmark, split_specs
     from sps.tasks.prompts import PromptSource
 
+    cfg = replace(cfg, reward_funcs=[reward_spec(f) for f in cfg.reward_funcs])
     validate(cfg)
     device = cfg.device or default_device()
     world = init_world(device)
-    if cfg.replay_buffer and world.size > 1:
-        raise ValueError("replay_buffer runs in a single process (its replayed rows differ in number between processes)")
+    check_world(cfg, world.size)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = RunFiles(Path(cfg.output_dir), cfg, world)
-    checkpoint = latest_checkpoint(run.dir)
+
+    # Every input is checked before the run folder is touched: a typo fixed and rerun is a fresh start.
+    start_model = run.start_model()
+    train_data = load_benchmark(cfg.train_data, cfg.data_dir or None)
+    eval_specs = split_specs(cfg.eval_benchmark) if cfg.eval_every >= 0 else []
+    grader = RewardFunctions(cfg.reward_funcs or [cfg.grader or train_data.grader], cfg.reward_weights, cfg.success_threshold, cfg.reward_timeout)
+    try:
+        check_inputs(cfg, start_model, train_data, eval_specs)
+        checkpoint, notices = run.start()
+    except BaseException:
+        grader.close()
+        raise
     step = checkpoint[0] if checkpoint else 0
-    run.start(resume_step=step)
+    run.note_skipped(train_data)
 
     # The policy, its optimizer, and what it trains on.
     torch.manual_seed(cfg.seed)
-    start_model = run.start_model()
     compute_dtype = resolve_dtype(cfg.dtype, device)
     model, tokenizer, reference = policy_and_reference(cfg, start_model, checkpoint[1] if checkpoint else None, device, compute_dtype)
-    train_data = load_benchmark(cfg.train_data, cfg.data_dir or None)
-    run.note_skipped(train_data)
     template = cfg.prompt_template or train_data.template
-    grader = RewardFunctions(cfg.reward_funcs or [cfg.grader or train_data.grader], cfg.reward_weights, cfg.success_threshold, cfg.reward_timeout)
     prompts = PromptSource(
         train_data.problems, cfg.prompts_per_step, cfg.prompt_mode, cfg.train_size or len(train_data.problems), cfg.seed
     )
@@ -112,6 +120,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                     cfg, world, step, model, tokenizer, reference, engine, grader, prompts, template,
                     sampling, optimizer, buffer, entropy_control,
                 )
+                if notices:  # what resuming found (a damaged checkpoint skipped, leftovers removed)
+                    metrics["notices"], notices = notices, []
                 scheduler.step()
                 metrics["learning_rate"] = scheduler.get_last_lr()[0]
                 nonfinite_streak = nonfinite_streak + 1 if metrics["nonfinite_updates"] else 0
@@ -136,6 +146,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                     }
                     save_checkpoint(run.dir, step, model, optimizer, tokenizer, state, cfg.keep_checkpoints, world)
                     gather_full_weights(model)
+    except (KeyboardInterrupt, Interrupted) as interrupt:
+        raise Interrupted(getattr(interrupt, "signal_number", 2), f"interrupted at step {step}") from None
     finally:
         grader.close()
         run.close()
@@ -242,6 +254,9 @@ def training_step(
     for update in phase.updates:
         result = run_update(cfg, world, model, optimizer, parts(update), update, seed=stable_seed(cfg.seed, step, update.seed))
         metrics["nonfinite_updates"] += result.pop("nonfinite_updates")
+        if result.pop("nonfinite_weights"):
+            raise ValueError(f"step {step}: an update left weights that are not finite (learning_rate {cfg.learning_rate:g}); "
+                             "lower learning_rate: the checkpoints written so far are intact")
         metrics.update({update.prefix + name: value for name, value in result.items()})
     if hasattr(engine, "load_weights"):  # an engine with its own copy of the weights (vLLM)
         engine.load_weights(model)

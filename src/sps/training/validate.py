@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
+from pathlib import Path
+
 from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS, SCALINGS
 from sps.algorithms.losses import AGGREGATIONS
 from sps.algorithms.policy_losses import POLICY_LOSSES
@@ -9,6 +13,9 @@ from sps.tasks.prompts import MODES
 from sps.training.config import TrainConfig
 from sps.training.distributed import PARALLELISMS
 from sps.training.sps_phase import validate_sps
+
+MAX_LEARNING_RATE = 1.0
+DEVICE = re.compile(r"|cpu|cuda(:\d+)?|mps")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -32,12 +39,22 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.prompts_per_step >= 1, "prompts_per_step must be >= 1"),
         (cfg.max_completion_length >= 1, "max_completion_length must be >= 1"),
         (cfg.temperature > 0, "temperature must be > 0"),
-        (cfg.learning_rate > 0, "learning_rate must be > 0"),
+        (math.isfinite(cfg.learning_rate) and 0 < cfg.learning_rate <= MAX_LEARNING_RATE,
+         f"learning_rate must be a finite number in (0, {MAX_LEARNING_RATE:g}] (got {cfg.learning_rate:g}); AdamW's steps are about learning_rate per weight"),
         (cfg.epsilon > 0 and cfg.epsilon_high >= 0, "epsilon must be > 0 and epsilon_high >= 0"),
         (cfg.beta >= 0 and cfg.entropy_coef >= 0, "beta and entropy_coef must be >= 0"),
         (cfg.num_iterations >= 1, "num_iterations must be >= 1"),
         (cfg.steps_per_generation >= 1, "steps_per_generation must be >= 1"),
-        (cfg.steps_per_generation <= cfg.prompts_per_step * cfg.num_generations, "steps_per_generation cannot exceed the rollouts per step"),
+        ((cfg.prompts_per_step * cfg.num_generations) % cfg.steps_per_generation == 0,
+         f"steps_per_generation ({cfg.steps_per_generation}) must divide the {cfg.prompts_per_step * cfg.num_generations} rollouts of a step (prompts_per_step x num_generations) into equal minibatches"),
+        (cfg.generation_batch_size >= 1, "generation_batch_size must be >= 1"),
+        (cfg.keep_checkpoints >= 0 and cfg.max_nonfinite_steps >= 1, "keep_checkpoints must be >= 0 (0 keeps all) and max_nonfinite_steps >= 1"),
+        (cfg.threads >= 0, f"threads must be >= 0 (0 = torch's default; got {cfg.threads})"),
+        (DEVICE.fullmatch(cfg.device) is not None, f"device must be cpu, cuda, cuda:N or mps (empty: cuda when available; got {cfg.device!r})"),
+        (cfg.success_threshold == cfg.success_threshold and cfg.max_reward_failures >= 0 and cfg.reward_timeout > 0,
+         "success_threshold must be a number, max_reward_failures >= 0 and reward_timeout > 0"),
+        (not Path(cfg.output_dir).exists() or Path(cfg.output_dir).is_dir(), f"output_dir {cfg.output_dir} exists and is not a folder"),
+        (cfg.peft.r >= 0 and cfg.peft.lora_alpha > 0 and 0 <= cfg.peft.lora_dropout < 1, "peft.r must be >= 0, lora_alpha > 0 and lora_dropout in [0, 1)"),
         (cfg.micro_batch_size >= 0 and cfg.max_tokens_per_microbatch >= 0, "micro_batch_size and max_tokens_per_microbatch must be >= 0"),
         (cfg.logits_chunk_size >= -1, "logits_chunk_size must be >= 1, 0 (automatic) or -1 (whole logits)"),
         (cfg.max_steps >= 1 and cfg.save_every >= 1, "max_steps and save_every must be >= 1"),
@@ -51,3 +68,53 @@ def validate(cfg: TrainConfig) -> None:
         if not ok:
             raise ValueError(f"config: {message}")
     validate_sps(cfg.sps)
+
+
+def check_world(cfg: TrainConfig, processes: int) -> None:
+    """The settings that depend on how many processes share the run."""
+    if cfg.prompts_per_step % processes:
+        raise ValueError(f"config: prompts_per_step ({cfg.prompts_per_step}) must divide by the {processes} processes, "
+                         "or some prompts would be dropped")
+    if cfg.replay_buffer and processes > 1:
+        raise ValueError("config: replay_buffer runs in a single process (its replayed rows differ in number between processes)")
+
+
+def check_inputs(cfg: TrainConfig, model_path: str, train_data, eval_specs: list[str]) -> None:
+    """What the model, tokenizer and data must satisfy, checked before anything is written: every
+    prompt plus max_completion_length fits the model's context (a problem far too large for it is
+    named, not tokenised into an out-of-memory)."""
+    from transformers import AutoConfig
+
+    from sps.models.loading import load_tokenizer
+    from sps.models.lora import is_adapter_folder
+    from sps.tasks.benchmarks import load_benchmark
+
+    if is_adapter_folder(model_path):
+        return  # resumed LoRA folders are checked through their base at the start
+    context = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    tokenizer = load_tokenizer(model_path)
+    benchmarks = [("train_data", train_data)] + [("eval_benchmark", load_benchmark(spec, cfg.data_dir or None)) for spec in eval_specs]
+    for setting, benchmark in benchmarks:
+        template = cfg.prompt_template or benchmark.template
+        longest = longest_prompt(setting, benchmark, template, tokenizer, context)
+        if context and longest[1] + cfg.max_completion_length > context:
+            raise ValueError(
+                f"{setting}: problem {longest[0]!r} of {benchmark.name} takes {longest[1]:,} prompt tokens; with "
+                f"max_completion_length {cfg.max_completion_length} that is beyond the model's context of {context} tokens"
+            )
+
+
+def longest_prompt(setting: str, benchmark, template: str, tokenizer, context: int | None) -> tuple[str, int]:
+    """(id, tokens) of the benchmark's longest prompt. A statement with more characters than 64
+    times the context cannot fit whatever its tokens: it is named at once rather than tokenised."""
+    from sps.tasks.templates import encode_prompt
+
+    best = ("", 0)
+    for problem in benchmark.problems:
+        if context and len(problem.problem) > 64 * context:
+            raise ValueError(f"{setting}: problem {problem.id!r} of {benchmark.name} has {len(problem.problem):,} characters, "
+                             f"far beyond the model's context of {context} tokens")
+        tokens = len(encode_prompt(template, problem.problem, tokenizer))
+        if tokens > best[1]:
+            best = (problem.id, tokens)
+    return best

@@ -43,3 +43,12 @@ def test_shipped_configs_load():
 
     for path in sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")):
         load_config(TrainConfig, path)
+
+
+def test_the_options_page_is_generated_from_the_current_configs():
+    from pathlib import Path
+
+    from sps.options import options_markdown
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "options.md"
+    assert page.read_text() == options_markdown(), "docs/options.md is stale: python -m sps.options > docs/options.md"

@@ -74,6 +74,13 @@ SETTINGS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
     "adaptive_entropy": (["--adaptive_entropy.enabled", "true"],
                          {f"d{d}": ["--adaptive_entropy.delta", d, "--adaptive_entropy.coef_max", m]
                           for d, m in (("1e-3", "0.05"), ("5e-3", "0.25"), ("2e-2", "1.0"))}),
+    # The newer peers (issue 24). MaxRL has no knob.
+    "max_rl": (["--advantage_estimator", "max_rl"], {}),
+    "top_entropy": (["--loss_mode", "top_entropy"], {f"rho{v}": ["--policy_loss.top_entropy_quantile", v] for v in ("0.1", "0.5")}),
+    "archer": (["--loss_mode", "archer"], {f"e{v}": ["--policy_loss.archer_high_epsilon", v] for v in ("0.3", "0.8")}),
+    "outcome_bonus": (["--advantage.outcome_bonus", "ucb_con"],
+                      {"mean": ["--advantage.outcome_bonus", "ucb_mean"], "batch": ["--advantage.outcome_bonus", "batch"],
+                       "c0.5": ["--advantage.outcome_bonus_coef", "0.5"], "b1": ["--advantage.outcome_bonus_baseline", "1"]}),
 }
 # "sps+<method>" is SPS's IRL step combined with a peer: configs/testbed/sps.yaml with <method>'s
 # settings (its advantage or loss applies to the RL steps; the IRL step is orthogonal to both).
@@ -104,7 +111,7 @@ def folder_of(runs: Path, setting: str, seed: int) -> Path:
 
 
 def job(runs: Path, setting: str, overrides: list[str], seed: int, steps: int, evaluations: dict[str, list[str]], extra: list[str]) -> str:
-    config, base = VARIANTS[setting] if setting in REFERENCES else ("sps" if setting.startswith(COMBINED) else "grpo", [])
+    config, base = VARIANTS[setting] if setting in REFERENCES else ("sps" if setting.startswith((COMBINED, "sps-")) else "grpo", [])
     train_and_evaluate(folder_of(runs, setting, seed), config, [*REGIMES["fixed"], *base, *overrides, *extra], seed, steps, evaluations)
     return f"{setting}/seed{seed}: {', '.join(evaluations)} done"
 

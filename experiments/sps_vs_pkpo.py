@@ -43,6 +43,8 @@ CONFIGS: dict[str, list[str]] = {
     "pkpo": [*PKPO, "--advantage.k", "4"],
     "pkpo-k8": [*PKPO, "--advantage.k", "8"],
     "pkpo-k16": [*PKPO, "--advantage.k", "16"],
+    # A candidate new SPS default (issue 24): demonstrations of the prompts rarely solved weigh more.
+    "sps-difficulty": ["--sps.prompt_weighting", "difficulty"],
 }
 SPS_FAMILY = ("sps", "sps+pkpo-k8")  # SPS's configurations: its frontier is read at a peer's Pass@1
 PKPO_FAMILY = ("pkpo", "pkpo-k8", "pkpo-k16")  # PKPO's knob curve, read at SPS's Pass@1
@@ -182,7 +184,7 @@ def plot(pass1: np.ndarray, pass64: np.ndarray, configs: list[str], path: Path) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default="sps,sps+pkpo-k8,pkpo,pkpo-k8,pkpo-k16", help=f"comma-separated, from {', '.join(CONFIGS)}")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--summary", action="store_true", help="only the comparison, from finished runs")

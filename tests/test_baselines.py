@@ -13,11 +13,15 @@ from test_train import tiny_run
 
 from sps.algorithms.advantages import (
     best_of_group_advantages,
+    compute_advantages,
     focal_weights,
+    grpo_advantages,
     max_rl_advantages,
     passk_advantages,
     pkpo_advantages,
+    repeated_answer_penalty,
     scheduled_k,
+    ucb_bonus,
     unlikeliness_rewards,
     w_reinforce_advantages,
 )
@@ -25,11 +29,15 @@ from sps.algorithms.entropy_control import EntropyController
 from sps.algorithms.losses import token_entropy, token_logprobs, token_logprobs_topk
 from sps.algorithms.policy_losses import (
     POLICY_LOSSES,
+    archer_surrogate,
     clip_cov_surrogate,
     forward_kl_k3,
     kl_cov_surrogate,
     simko_surrogate,
+    top_entropy_surrogate,
 )
+from sps.grading.base import Grade
+from sps.grading.registry import register_grader
 from sps.training.config import TrainConfig
 from sps.training.trainer import train
 
@@ -274,3 +282,80 @@ def test_the_adaptive_coefficient_rises_is_checkpointed_and_resumes(random_llama
     train(replace(cfg, max_steps=3, save_every=3), show_progress=False)  # resumed: continues, not from 0
     log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["entropy_control/coef"] == pytest.approx(0.02)
+
+
+# ---- the newer peers (docs/baselines.md) -------------------------------------------------------------
+
+
+def test_top_entropy_keeps_the_policy_gradient_of_the_highest_entropy_tokens_only():
+    # TRL's own case: with rho 0.2 the 0.8 quantile of 0.1..1.0 is 0.82, so only 0.9 and 1.0 keep theirs.
+    entropy = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]])
+    logp = leaf([[0.0] * 10])
+    loss, _, _ = top_entropy_surrogate(logp, torch.zeros(1, 10), torch.tensor([1.0]), entropy, torch.ones(1, 10), 0.2, 0.2, rho=0.2)
+    loss.sum().backward()
+    assert logp.grad.tolist() == [[0.0] * 8 + [-1.0, -1.0]]
+    ties, _, _ = top_entropy_surrogate(torch.zeros(1, 5), torch.zeros(1, 5), torch.tensor([1.0]), torch.ones(1, 5), torch.ones(1, 5), 0.2, 0.2)
+    assert torch.equal(ties, -torch.ones(1, 5))  # ties at the threshold are kept (TRL)
+
+
+def test_archer_clips_high_entropy_tokens_looser_and_keeps_their_kl_out():
+    entropy = torch.tensor([[0.1, 0.2, 0.3, 0.4, 1.0]])  # the 0.8 quantile is 0.52: only the last is high-entropy
+    mask = torch.ones(1, 5)
+    ratio = math.log(1.4)
+    loss, _, high = archer_surrogate(torch.full((1, 5), ratio), torch.zeros(1, 5), torch.tensor([1.0]), entropy, mask,
+                                     torch.full((1, 5), ratio), epsilon=0.2, high_epsilon=0.5, kl_coef=0.0)
+    assert torch.allclose(loss, torch.tensor([[-1.2, -1.2, -1.2, -1.2, -1.4]]))
+    assert high.tolist() == [[True, True, True, True, False]]
+    loss, _, _ = archer_surrogate(torch.full((1, 5), math.log(0.6)), torch.zeros(1, 5), torch.tensor([-1.0]), entropy, mask,
+                                  torch.full((1, 5), math.log(0.6)), epsilon=0.2, high_epsilon=0.5, kl_coef=0.0)
+    assert torch.allclose(loss, torch.tensor([[0.8, 0.8, 0.8, 0.8, 0.6]]))
+    # KL: logp -1 against ref -1.5 on every token, k3 = e^-0.5 + 0.5 - 1; only the 4 low-entropy tokens, scaled 5/4.
+    kl = math.exp(-0.5) - 0.5
+    loss, _, _ = archer_surrogate(torch.full((1, 5), -1.0), torch.full((1, 5), -1.0), torch.tensor([0.0]), entropy, mask,
+                                  torch.full((1, 5), -1.5), epsilon=0.2, kl_coef=0.001)
+    assert torch.allclose(loss, torch.tensor([[0.001 * kl * 5 / 4] * 4 + [0.0]]))
+
+
+def test_outcome_bonus_on_the_papers_example():
+    # Answers 5, 5, 7, 9 (5 correct); "5" was sampled 3 times before, 7 and 9 never.
+    cfg = TrainConfig(advantage=replace(TrainConfig().advantage, outcome_bonus="ucb_con", outcome_bonus_baseline=0.5))
+    rewards = torch.tensor([[1.0, 1, 0, 0]])
+    state = {"outcome_bonus": {"counts": {"x": {"5": 3}}}}
+    advantages, _ = compute_advantages(cfg, rewards, rewards == 1, torch.zeros(1, 4), 1, [["5", "5", "7", "9"]], ["x"], state)
+    grpo = grpo_advantages(rewards)
+    assert torch.allclose(advantages - grpo, 0.2 * torch.tensor([[3**-0.5 - 0.5] * 2 + [0.5, 0.5]]), atol=1e-6)
+    assert state["outcome_bonus"]["counts"]["x"] == {"5": 5, "7": 1, "9": 1}  # this step's answers counted after
+    assert torch.allclose(repeated_answer_penalty([["5", "5", "7", "9"]]), torch.tensor([[-0.25, -0.25, 0, 0]]))
+    assert torch.allclose(ucb_bonus(torch.tensor([[0, 1, 4]])), torch.tensor([[1.0, 1.0, 0.5]]))
+    mean = replace(cfg, advantage=replace(cfg.advantage, outcome_bonus="ucb_mean"))
+    state = {"outcome_bonus": {"counts": {"x": {"5": 3}}}}
+    advantages, _ = compute_advantages(mean, rewards, rewards == 1, torch.zeros(1, 4), 1, [["5", "5", "7", "9"]], ["x"], state)
+    b = torch.tensor([3**-0.5, 3**-0.5, 1, 1])
+    assert torch.allclose(advantages - grpo, 0.2 * (b - b.mean()), atol=1e-6)
+
+
+class SevenOrNot:
+    """Correct with a '7' in the completion; its answer is whether there is one: two outcomes that recur."""
+
+    name = "seven_or_not"
+
+    def grade(self, completions, problems):
+        return [Grade("7" in c, "ok", str("7" in c)) for c in completions]
+
+    def close(self):
+        pass
+
+
+register_grader(SevenOrNot.name, SevenOrNot)
+
+
+def test_outcome_counts_are_checkpointed_so_a_resumed_run_repeats_the_uninterrupted_one(random_llama, tmp_path):
+    bonus = replace(TrainConfig().advantage, outcome_bonus="ucb_con")
+    cfg = tiny_run(random_llama, tmp_path / "whole", reward_funcs=[SevenOrNot.name], advantage=bonus, max_steps=4, save_every=2,
+                   eval_every=-1, probe_problems=0, train_size=8, prompts_per_step=8, num_generations=4, max_completion_length=4)
+    whole = [json.loads(line) for line in (train(cfg, show_progress=False) / "metrics.jsonl").read_text().splitlines()]
+    halves = replace(cfg, output_dir=str(tmp_path / "halves"))
+    train(replace(halves, max_steps=2), show_progress=False)
+    resumed = [json.loads(line) for line in (train(halves, show_progress=False) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["outcome_bonus/mean"] for r in resumed] == pytest.approx([r["outcome_bonus/mean"] for r in whole], rel=1e-6)
+    assert whole[0]["outcome_bonus/mean"] > whole[-1]["outcome_bonus/mean"]  # answers seen again earn less

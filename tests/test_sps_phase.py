@@ -116,3 +116,17 @@ def test_frequency_weighting_and_fork_tokens_in_the_demo_batch():
     everywhere = build_demos(replace(cfg, irl_tokens="all"), [[1, 2], [3]], ["a", "b"], rollouts, correct, None, 1, None, pad_id=0)
     assert everywhere.num_prompts["pull"] == 2
     assert torch.equal(everywhere.token_mask, everywhere.batch.completion_mask)
+
+
+def test_difficulty_weighting_pulls_harder_on_the_prompts_rarely_solved():
+    cfg = SPSConfig(demo_source="batch", dedup=True, reshape_strength=0.0, max_weight=1.0, prompt_weighting="difficulty")
+    rollouts = [
+        [completion([5], -0.1), completion([6], -0.1), completion([7], -0.1), completion([8], -0.1)],  # solved 1 in 4
+        [completion([5], -0.3), completion([6], -0.3), completion([7], -0.3), completion([8], -0.3)],  # solved 3 in 4
+    ]
+    correct = [[True, False, False, False], [True, True, True, False]]
+    demos = build_demos(cfg, [[1], [2]], ["hard", "easy"], rollouts, correct, None, 1, None, pad_id=0)
+    # (1 - 1/4) and (1 - 3/4), normalised to mean 1: 1.5 and 0.5; the easy prompt's 3 demos share its 0.5.
+    assert torch.allclose(demos.weight, torch.tensor([1.5, 0.5 / 3, 0.5 / 3, 0.5 / 3]))
+    uniform = build_demos(replace(cfg, prompt_weighting="uniform"), [[1], [2]], ["hard", "easy"], rollouts, correct, None, 1, None, pad_id=0)
+    assert torch.allclose(uniform.weight, torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3]))

@@ -72,6 +72,9 @@ ESTIMATORS = {
 SHAPINGS = {  # each on top of GRPO, with its knob on
     "unlikeliness": ({"rank_penalty": 0.25}, lambda r, s, m: adv.grpo_advantages(adv.unlikeliness_rewards(r, s, m, 0.25))),
     "focal": ({"focal_gamma": 0.5}, lambda r, s, m: adv.grpo_advantages(r) * adv.focal_weights(s, 0.5)),
+    # The batch variant needs the groups' answers: all eight rollouts' graded answers are None, so
+    # each rollout shares its answer with the 3 others of its group.
+    "outcome_bonus": ({"outcome_bonus": "batch"}, lambda r, s, m: adv.grpo_advantages(r) + 0.2 * -3 / 4),
 }
 
 
@@ -133,17 +136,25 @@ def by_hand(name: str, cfg: TrainConfig, f: PolicyForward, record, ref_logp) -> 
         return pl.clip_cov_surrogate(f.logps, old, a, mask, 0.2, 0.2, p.clip_cov_ratio, p.clip_cov_lb, p.clip_cov_ub, generator)[0]
     if name == "kl_cov":
         return pl.kl_cov_surrogate(f.logps, old, a, mask, p.kl_cov_ratio, p.ppo_kl_coef)
+    if name == "top_entropy":
+        return pl.top_entropy_surrogate(f.logps, old, a, f.entropy, mask, 0.2, 0.2, p.top_entropy_quantile)[0]
+    if name == "archer":
+        return pl.archer_surrogate(f.logps, old, a, f.entropy, mask, ref_logp, 0.2, p.archer_high_epsilon, p.archer_entropy_quantile,
+                                   p.archer_kl_coef, p.dual_clip)[0]
     if name == "dph":
         return clipped_surrogate(f.logps, old, a, 0.2, 0.2)[0] + p.dph_coef * s.unsqueeze(-1) * pl.forward_kl_k3(f.logps, ref_logp)
     raise AssertionError(f"no wiring case for policy loss {name!r}")
 
 
 def test_every_policy_loss_and_term_has_a_wiring_case():
-    assert set(pl.POLICY_LOSSES) == {"vanilla", "simko", "clip_cov", "kl_cov", "dph"}
+    assert set(pl.POLICY_LOSSES) == set(LOSSES)
     assert set(pl.LOSS_TERMS) == {"kl", "entropy_bonus"}
 
 
-@pytest.mark.parametrize("name", ["vanilla", "simko", "clip_cov", "kl_cov", "dph"])
+LOSSES = ["vanilla", "simko", "clip_cov", "kl_cov", "dph", "top_entropy", "archer"]
+
+
+@pytest.mark.parametrize("name", LOSSES)
 def test_the_trainer_computes_each_policy_loss(name, reference):
     cfg = TrainConfig(loss_mode=name, policy_loss=replace(TrainConfig().policy_loss, clip_cov_ratio=0.2, simko_alpha=0.3))
     record = rollouts()

@@ -6,10 +6,13 @@ one scalar per completion, broadcast over its tokens by the loss.
 Methods are registered by the name users select them by (verl's `adv_estimator` vocabulary where
 one exists), each with one signature, and return (value, metrics dict):
   an estimator:      fn(cfg, *, rewards, success, step) -> (advantages, metrics)
-  a reward shaping:  fn(cfg, *, values, rewards, success, mean_logps) -> (values, metrics)
+  a reward shaping:  fn(cfg, *, values, rewards, success, mean_logps, answers, problem_ids, state)
+                     -> (values, metrics)
 cfg is the run's TrainConfig (a method's own knobs live in its `advantage` section); rewards are
 the rollouts' summed rewards (P, G), success whether each reached success_threshold (P, G) bool,
-mean_logps their mean token log-probs under the rollout policy, step the training step. Shapings
+mean_logps their mean token log-probs under the rollout policy, answers their final answers (P
+lists of G normalised strings, None where there is none), problem_ids the prompts' ids, step the
+training step, and state a shaping's own dict, kept across steps and in checkpoints. Shapings
 run in registration order, each the identity when its knob is off: those of stage "rewards" turn
 the rewards into what the estimator sees, those of stage "advantages" turn its advantages into
 the ones the loss uses. docs/baselines.md gives each method's source and defaults.
@@ -244,16 +247,23 @@ def register_reward_shaping(name: str, stage: str = "rewards"):
 
 
 def compute_advantages(
-    cfg: TrainConfig, rewards: torch.Tensor, success: torch.Tensor, mean_logps: torch.Tensor, step: int
+    cfg: TrainConfig, rewards: torch.Tensor, success: torch.Tensor, mean_logps: torch.Tensor, step: int,
+    answers: list[list[str | None]] | None = None, problem_ids: list[str] | None = None, state: dict | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """The run's advantages of a batch: the "rewards" shapings, the chosen estimator, then the
-    "advantages" shapings. rewards, mean_logps: (P, G); success: (P, G) bool. Returns ((P, G), metrics)."""
+    "advantages" shapings. rewards, mean_logps: (P, G); success: (P, G) bool; answers, problem_ids
+    and state (the shapings' dicts by name, updated in place) as the module docstring says.
+    Returns ((P, G), metrics)."""
     metrics: Metrics = {}
+    state = {} if state is None else state
+    answers = answers or [[None] * rewards.shape[1] for _ in range(rewards.shape[0])]
+    problem_ids = problem_ids or [str(i) for i in range(rewards.shape[0])]
 
     def shape(stage: str, values: torch.Tensor) -> torch.Tensor:
-        for shaping in REWARD_SHAPINGS.values():
+        for name, shaping in REWARD_SHAPINGS.items():
             if shaping.stage == stage:
-                values, found = shaping.fn(cfg, values=values, rewards=rewards, success=success, mean_logps=mean_logps)
+                values, found = shaping.fn(cfg, values=values, rewards=rewards, success=success, mean_logps=mean_logps,
+                                           answers=answers, problem_ids=problem_ids, state=state.setdefault(name, {}))
                 metrics.update(found)
         return values
 
@@ -338,3 +348,41 @@ def max_rl_advantages(rewards: torch.Tensor) -> torch.Tensor:
 def _max_rl(cfg: TrainConfig, *, rewards: torch.Tensor, **_) -> tuple[torch.Tensor, Metrics]:
     """MaxRL on the rewards (no knob)."""
     return max_rl_advantages(rewards), {}
+
+
+def ucb_bonus(counts: torch.Tensor) -> torch.Tensor:
+    """Outcome-based exploration's historical bonus min(1, 1/sqrt(N)), N the times an answer was
+    sampled for its problem before (an unseen answer gets 1). counts: (P, G) -> (P, G)."""
+    return counts.double().clamp(min=1).rsqrt().float()
+
+
+def repeated_answer_penalty(answers: list[list[str | None]]) -> torch.Tensor:
+    """Outcome-based exploration's batch bonus: -(1/G) x the group's other rollouts with the same
+    final answer (a rollout without an answer counts as the answer None). (P, G) -> (P, G)."""
+    return torch.tensor([[-(group.count(a) - 1) / len(group) for a in group] for group in answers])
+
+
+OUTCOME_BONUSES = ("none", "ucb_con", "ucb_mean", "batch")
+
+
+@register_reward_shaping("outcome_bonus", stage="advantages")
+def _outcome_bonus(cfg: TrainConfig, *, values, answers, problem_ids, state, **_) -> tuple[torch.Tensor, Metrics]:
+    """advantage.outcome_bonus: outcome-based exploration (Song, Kempe & Munos 2025), c x a bonus
+    added to every rollout's advantage after the estimator, correct or not. The historical variants
+    count, per problem, how often each final answer was sampled in earlier steps (state["counts"],
+    checkpointed); this step's answers join the counts after its bonus is computed."""
+    a = cfg.advantage
+    if a.outcome_bonus == "none":
+        return values, {}
+    if a.outcome_bonus == "batch":
+        bonus = repeated_answer_penalty(answers)
+    else:
+        counts = state.setdefault("counts", {})
+        seen = torch.tensor([[counts.get(pid, {}).get(str(ans), 0) for ans in group] for pid, group in zip(problem_ids, answers, strict=True)])
+        ucb = ucb_bonus(seen)
+        bonus = ucb - (ucb.mean(dim=1, keepdim=True) if a.outcome_bonus == "ucb_mean" else a.outcome_bonus_baseline)
+        for pid, group in zip(problem_ids, answers, strict=True):
+            table = counts.setdefault(pid, {})
+            for ans in group:
+                table[str(ans)] = table.get(str(ans), 0) + 1
+    return values + a.outcome_bonus_coef * bonus, {"outcome_bonus/mean": float(bonus.mean())}

@@ -72,6 +72,54 @@ def simko_surrogate(
     return clipped_ratio_loss(ratio, per_token_advantages, epsilon_low, epsilon_high)
 
 
+def above_quantile(entropy: torch.Tensor, mask: torch.Tensor, quantile: float, inclusive: bool) -> torch.Tensor:
+    """Tokens whose (detached) entropy is above the `quantile` of their completion's valid tokens'
+    entropies (linear interpolation), at it too when inclusive. entropy, mask: (b, t) -> (b, t) bool;
+    a completion without tokens has none."""
+    valid = mask > 0
+    entropy = entropy.detach()
+    threshold = torch.nanquantile(entropy.masked_fill(~valid, float("nan")), quantile, dim=1, keepdim=True)
+    return ((entropy >= threshold) if inclusive else (entropy > threshold)) & valid
+
+
+def top_entropy_surrogate(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor,
+    epsilon_low: float, epsilon_high: float, rho: float = 0.2,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 80/20 forking-token loss (Wang et al. 2025; TRL's top_entropy_quantile): PPO's clipped loss
+    on the share rho of each completion's tokens with the highest entropy (at or above the (1 - rho)
+    quantile, ties kept, as TRL does), 0 on the rest, which still count in the normalisers (TRL's
+    aggregation). logp, old_logp, entropy, mask: (b, t); advantages: (b,). Returns (loss, low, high)."""
+    loss, low, high = clipped_surrogate(logp, old_logp, advantages, epsilon_low, epsilon_high)
+    keep = above_quantile(entropy, mask, 1 - rho, inclusive=True)
+    return loss * keep, low & keep, high & keep
+
+
+def archer_surrogate(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor,
+    ref_logp: torch.Tensor, epsilon: float, high_epsilon: float = 0.5, quantile: float = 0.8, kl_coef: float = 0.001,
+    dual_clip: float = 10.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Archer (Wang et al. 2025, dual-token constraints): each completion's tokens above its entropy
+    `quantile` (ties below) are high-entropy and clip to [1 - high_epsilon, 1 + high_epsilon], the
+    rest to [1 - epsilon, 1 + epsilon]; a negative advantage's loss is capped at -dual_clip A; the
+    low-entropy tokens alone add kl_coef x the k3 KL to the start model, averaged over them (each
+    token's KL scaled by the completion's tokens over its low-entropy tokens). logp, old_logp,
+    entropy, mask, ref_logp: (b, t); advantages: (b,). Returns (loss, low_clipped, high_clipped)."""
+    high_entropy = above_quantile(entropy, mask, quantile, inclusive=False)
+    eps = torch.where(high_entropy, high_epsilon, epsilon)
+    ratio = torch.exp(logp - old_logp)
+    a = advantages.unsqueeze(-1)
+    loss = torch.maximum(-a * ratio, -a * torch.clamp(ratio, 1 - eps, 1 + eps))
+    if dual_clip:
+        loss = torch.where(a < 0, torch.minimum(loss, -a * dual_clip), loss)
+    low_clipped, high_clipped = (ratio < 1 - eps) & (a < 0), (ratio > 1 + eps) & (a > 0)
+    low_entropy = (mask > 0) & ~high_entropy
+    share = (mask > 0).sum(-1, keepdim=True) / low_entropy.sum(-1, keepdim=True).clamp(min=1)
+    kl = kl_k3(logp, ref_logp.clamp(logp - 20, logp + 20)).clamp(max=10)
+    return loss + kl_coef * kl * low_entropy * share, low_clipped, high_clipped
+
+
 def token_covariance(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Cov_t = (A_t - mean A)(log pi_t - mean log pi) with means over the valid tokens of the
     micro-batch and log pi detached (Cui et al. 2025). logp, mask (b, t); advantages (b,) -> (b, t)."""
@@ -249,6 +297,22 @@ def dph_loss(cfg: TrainConfig, *, logp, old_logp, advantages, success, ref_logp,
     loss, low, high = clipped_surrogate(logp, old_logp, advantages, *clip_range(cfg))
     correct = success.unsqueeze(-1).to(loss.dtype)
     return loss + cfg.policy_loss.dph_coef * correct * forward_kl_k3(logp, ref_logp), clip_metrics(low, high)
+
+
+@register_policy_loss("top_entropy", needs=("entropy",))
+def top_entropy_loss(cfg: TrainConfig, *, logp, old_logp, advantages, entropy, mask, **_):
+    """The 80/20 forking-token loss: the policy gradient on the top policy_loss.top_entropy_quantile of each completion's tokens by entropy."""
+    loss, low, high = top_entropy_surrogate(logp, old_logp, advantages, entropy, mask, *clip_range(cfg), cfg.policy_loss.top_entropy_quantile)
+    return loss, clip_metrics(low, high)
+
+
+@register_policy_loss("archer", needs=("entropy", "reference"))
+def archer_loss(cfg: TrainConfig, *, logp, old_logp, advantages, entropy, mask, ref_logp, **_):
+    """Archer: a looser clip and no KL on each completion's high-entropy tokens."""
+    p = cfg.policy_loss
+    loss, low, high = archer_surrogate(logp, old_logp, advantages, entropy, mask, ref_logp, cfg.epsilon, p.archer_high_epsilon,
+                                       p.archer_entropy_quantile, p.archer_kl_coef, p.dual_clip)
+    return loss, clip_metrics(low, high)
 
 
 @register_loss_term("kl", coef=lambda cfg, entropy_coef: cfg.beta, needs=("reference",), metrics=("kl",))

@@ -27,6 +27,8 @@ class SPSConfig:
     demo_weighting: str = option("likelihood", "likelihood: score = a demo's mean token log-likelihood | frequency: score = log of how many times it was sampled (batch: in its group; buffer: since it entered the buffer)")
     irl_tokens: str = option("all", "all: the IRL loss acts on every demo token | fork: only where a prompt's demos fork (a token the demos sharing its prefix continue differently); prompts with one demo are skipped")
     max_weight: float = option(0.5, "cap on any one demo's weight within a prompt (then renormalised)")
+    prompt_weighting: str = option("uniform", "uniform: every prompt's demos weigh the same | difficulty: a prompt weighs (1 - its success rate in this step's rollouts)^difficulty_power, normalised to mean 1 over the prompts with demos")
+    difficulty_power: float = option(1.0, "prompt_weighting difficulty: the power of (1 - success rate)")
     irl_mode: str = option("pull", "pull: raise the demos' likelihood (min KL(q||pi)) | push: lower the dominant ones (the paper's literal sign, bounded) | pull_push: both")
     pull_coef: float = option(1.0, "coefficient of the pull term")
     push_coef: float = option(0.1, "coefficient of the push term")
@@ -48,6 +50,9 @@ class AdvantageConfig:
     focal_gamma: float = option(0.0, "F-GRPO on top of any estimator: multiply a prompt's advantages by (1 - its success rate)^gamma (0 = off; the authors mostly use 0.5)")
     rank_penalty: float = option(0.0, "unlikeliness reward: a correct rollout's reward becomes 1 - rank_penalty * rank / G, rank 0 = least likely in its group (0 = off; the authors use 0.25)")
     rank_mixed_groups_only: bool = option(True, "unlikeliness reward: shape only groups with both correct and wrong rollouts (the authors' filter)")
+    outcome_bonus: str = option("none", "outcome-based exploration on top of any estimator, added to the advantages: ucb_con: c (1/sqrt(N) - b0), N the times the problem's final answer was sampled in earlier steps | ucb_mean: c (1/sqrt(N) - its group mean) | batch: -c x the share of the group's other rollouts with the same answer | none")
+    outcome_bonus_coef: float = option(0.2, "outcome_bonus: c (the authors' 0.2)")
+    outcome_bonus_baseline: float = option(0.5, "outcome_bonus ucb_con: b0 (the authors' 0.5 on DAPO data, 1 on MATH)")
 
 
 @dataclass
@@ -63,6 +68,11 @@ class PolicyLossConfig:
     kl_cov_ratio: float = option(2e-3, "kl_cov: fraction of tokens (largest covariance) that get the KL penalty (authors' 7B runs 0.2% = 2e-3; verl's default 2e-4)")
     ppo_kl_coef: float = option(1.0, "kl_cov: coefficient of |log pi - log pi_old| on those tokens")
     dph_coef: float = option(0.01, "dph: coefficient of the forward KL (k3) to the start model on correct rollouts")
+    top_entropy_quantile: float = option(0.2, "top_entropy (the 80/20 forking-token loss): rho, the share of each completion's tokens, those of highest entropy, that keep their policy gradient (the authors' 0.2; TRL's name)")
+    archer_entropy_quantile: float = option(0.8, "archer: a completion's tokens above this quantile of its entropies are high-entropy (looser clip, no KL)")
+    archer_high_epsilon: float = option(0.5, "archer: clip range of high-entropy tokens, both sides (low-entropy tokens keep epsilon)")
+    archer_kl_coef: float = option(0.001, "archer: coefficient of the k3 KL to the start model, averaged over each completion's low-entropy tokens")
+    dual_clip: float = option(10.0, "archer: dual-clip c, a negative-advantage token's loss is at most -c A (0 = off)")
 
 
 @dataclass
@@ -129,7 +139,7 @@ class TrainConfig:
     epsilon_high: float = option(0.0, "upper clip range (0 = same as epsilon; DAPO's clip-higher uses 0.28)")
     beta: float = option(0.0, "KL(pi || reference) coefficient, k3 estimator; 0 loads no reference model")
     entropy_coef: float = option(0.0, "entropy bonus coefficient (the starting one under adaptive_entropy)")
-    loss_mode: str = option("vanilla", "policy loss: vanilla (PPO clip) | simko | clip_cov | kl_cov | dph (policy_loss.*; docs/baselines.md)")
+    loss_mode: str = option("vanilla", "policy loss: vanilla (PPO clip) | simko | clip_cov | kl_cov | dph | top_entropy (80/20 forking tokens) | archer (policy_loss.*; docs/baselines.md)")
     num_iterations: int = option(1, "PPO epochs over each batch of rollouts")
     steps_per_generation: int = option(2, "minibatches (one optimizer step each) per epoch over a batch of rollouts")
     micro_batch_size: int = option(0, "most sequences per forward/backward (0 = 64, or no limit under max_tokens_per_microbatch); lower it to save memory")

@@ -19,6 +19,7 @@ from sps.training.distributed import World
 class Gathered:
     """The step's rollouts over all processes, in rank order. P prompts in all, G completions each."""
 
+    problem_ids: list[str]  # P
     rewards: torch.Tensor  # (P, G)
     success: torch.Tensor  # (P, G) bool
     mean_logps: torch.Tensor  # (P, G) mean token log-prob under the rollout policy
@@ -29,6 +30,15 @@ class Gathered:
     texts: list[str]  # P * G
     extracted: list[str | None]  # P * G: the graded answers
     statuses: list[str]  # P * G: grading statuses
+
+
+    def answers(self) -> list[list[str | None]]:
+        """The final answers, normalised as majority voting compares them, P lists of G."""
+        from sps.evaluation.metrics import normalize_answer
+
+        g = self.rewards.shape[1]
+        flat = [normalize_answer(a) for a in self.extracted]
+        return [flat[i : i + g] for i in range(0, len(flat), g)]
 
 
 @dataclass
@@ -56,6 +66,7 @@ def record_rollouts(
     """The step's record, with its one gather of what needs the global batch."""
     lengths = batch.completion_mask.sum(-1)
     local = {
+        "problem_ids": [p.id for p in problems],
         "rewards": rewards,
         "success": success,
         "mean_logps": (batch.old_logps.sum(-1) / lengths.clamp(min=1)).view_as(rewards),
@@ -69,6 +80,7 @@ def record_rollouts(
     }
     parts = world.gather(local)
     everywhere = Gathered(
+        problem_ids=[i for p in parts for i in p["problem_ids"]],
         rewards=torch.cat([p["rewards"] for p in parts]),
         success=torch.cat([p["success"] for p in parts]),
         mean_logps=torch.cat([p["mean_logps"] for p in parts]),

@@ -26,6 +26,22 @@ IRL_MODES = ("pull", "push", "pull_push")
 DEMO_SOURCES = ("batch", "buffer")
 
 
+def uniform_prompts(rates: list[float | None], power: float) -> list[float]:
+    """Every prompt's demonstrations weigh the same."""
+    return [1.0] * len(rates)
+
+
+def difficult_prompts(rates: list[float | None], power: float) -> list[float]:
+    """A prompt weighs (1 - its success rate)^power: the problems the policy rarely solves, which are
+    where Pass@k is lost (experiments/results/lost_problems.md), pull hardest. A prompt without
+    rollouts this step weighs 1."""
+    return [1.0 if rate is None else (1.0 - rate) ** power for rate in rates]
+
+
+# sps.prompt_weighting -> each prompt's weight from this step's success rates (normalised to mean 1 afterwards).
+PROMPT_WEIGHTINGS = {"uniform": uniform_prompts, "difficulty": difficult_prompts}
+
+
 def validate_sps(cfg: SPSConfig) -> None:
     """Raise ValueError naming the first inconsistent SPS setting."""
     checks = [
@@ -34,6 +50,7 @@ def validate_sps(cfg: SPSConfig) -> None:
         (cfg.demo_source in DEMO_SOURCES, f"sps.demo_source must be one of {', '.join(DEMO_SOURCES)}"),
         (cfg.demo_weighting in DEMO_SCORES, f"sps.demo_weighting must be one of {', '.join(DEMO_SCORES)}"),
         (cfg.irl_tokens in IRL_TOKEN_SCOPES, f"sps.irl_tokens must be one of {', '.join(IRL_TOKEN_SCOPES)}"),
+        (cfg.prompt_weighting in PROMPT_WEIGHTINGS and cfg.difficulty_power >= 0, f"sps.prompt_weighting must be one of {', '.join(PROMPT_WEIGHTINGS)} and difficulty_power >= 0"),
         (cfg.trigger_statistic in TRIGGER_STATISTICS, f"sps.trigger_statistic must be one of {', '.join(TRIGGER_STATISTICS)}"),
         (cfg.rl_steps >= 1 and cfg.irl_steps >= 1, "sps.rl_steps and sps.irl_steps must be >= 1"),
         (cfg.buffer_window >= 1 and cfg.buffer_size >= 1, "sps.buffer_window and sps.buffer_size must be >= 1"),
@@ -212,11 +229,14 @@ def build_demos(
     demo_score = DEMO_SCORES[cfg.demo_weighting](mean_logps, counts)  # (N,)
     token_scope = torch.zeros_like(pool.completion_mask, dtype=torch.bool)  # (N, T), set per prompt below
 
-    chosen, direction, weight = [], [], []
+    # How much each prompt's demonstrations weigh, from how often this step's rollouts solved it.
+    rates = [sum(flags) / len(flags) if len(flags) else None for flags in correct]
+    prompt_weight = PROMPT_WEIGHTINGS[cfg.prompt_weighting](rates, cfg.difficulty_power)
+    chosen, direction, weight, used = [], [], [], []
     num_prompts = {"pull": 0, "push": 0}
     effective, entropies = [], []
     start = 0
-    for completions, flags, _ in candidates:
+    for p, (completions, flags, _) in enumerate(candidates):
         index = torch.arange(start, start + len(completions))
         start += len(completions)
         if not len(index):
@@ -228,11 +248,12 @@ def build_demos(
         if not scope.any():
             continue  # no demos, or nothing to reshape among them (one demo, with irl_tokens: fork)
         token_scope[picked] = scope
+        used.append(prompt_weight[p])
         if cfg.irl_mode in ("pull", "pull_push"):
             w = demo_weights(demo_score[picked], cfg.reshape_strength, cfg.max_weight)
             chosen.append(picked)
             direction.append(torch.ones(len(picked)))
-            weight.append(cfg.pull_coef * w)
+            weight.append(cfg.pull_coef * w * prompt_weight[p])
             num_prompts["pull"] += 1
             e, h = weight_stats(w)
             effective.append(e)
@@ -242,10 +263,12 @@ def build_demos(
             if len(head):
                 chosen.append(head)
                 direction.append(-torch.ones(len(head)))
-                weight.append(cfg.push_coef * demo_weights(demo_score[head], -cfg.reshape_strength, cfg.max_weight))
+                weight.append(cfg.push_coef * demo_weights(demo_score[head], -cfg.reshape_strength, cfg.max_weight) * prompt_weight[p])
                 num_prompts["push"] += 1
     if not chosen:
         return None
+    scale = sum(used) / len(used)  # prompt weights average 1 over the prompts with demonstrations
+    weight = [w / scale if scale > 0 else w * 0 for w in weight]
     index = torch.cat(chosen)
     stats = {
         "irl/prompts_with_demos": float(num_prompts["pull"] or num_prompts["push"]),

@@ -98,6 +98,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         if adaptive.enabled else EntropyController.fixed(cfg.entropy_coef)
     )
     nonfinite_streak = 0
+    shaping_state: dict = {}  # reward shapings' own state across steps (outcome_bonus: answer counts)
     if checkpoint:
         state = load_trainer_state(checkpoint[1])
         load_optimizer_state(checkpoint[1], model, optimizer)
@@ -108,6 +109,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
             buffer.load_state_dict(state["buffer"])
         if state.get("entropy_control"):
             entropy_control.load_state_dict(state["entropy_control"])
+        shaping_state = state.get("shaping", {})
     gather_full_weights(model)  # sampling and evaluation run on full weights (see distributed.py)
 
     if step == 0:
@@ -118,7 +120,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                 step += 1
                 metrics = training_step(
                     cfg, world, step, model, tokenizer, reference, engine, grader, prompts, template,
-                    sampling, optimizer, buffer, entropy_control,
+                    sampling, optimizer, buffer, entropy_control, shaping_state,
                 )
                 if notices:  # what resuming found (a damaged checkpoint skipped, leftovers removed)
                     metrics["notices"], notices = notices, []
@@ -142,6 +144,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                         "nonfinite_streak": nonfinite_streak,
                         "buffer": buffer.state_dict() if buffer is not None else None,
                         "entropy_control": entropy_control.state_dict(),
+                        "shaping": shaping_state,
                         "config": asdict(cfg),
                     }
                     save_checkpoint(run.dir, step, model, optimizer, tokenizer, state, cfg.keep_checkpoints, world)
@@ -188,7 +191,7 @@ def policy_and_reference(cfg: TrainConfig, start_model: str, checkpoint: Path | 
 
 def training_step(
     cfg: TrainConfig, world: World, step: int, model, tokenizer, reference, engine, grader, prompts, template,
-    sampling: SamplingParams, optimizer, buffer: DemoBuffer | None, entropy_control: EntropyController,
+    sampling: SamplingParams, optimizer, buffer: DemoBuffer | None, entropy_control: EntropyController, shaping_state: dict,
 ) -> dict[str, float]:
     """Sample, grade and update once; returns the step's metrics."""
     start = time.monotonic()
@@ -245,7 +248,7 @@ def training_step(
 
     def parts(update: Update) -> list[LossPart]:
         built = {
-            "rl": lambda: rl_part(cfg, world, reference, rollouts, batch, replayed, step, entropy_coef, metrics),
+            "rl": lambda: rl_part(cfg, world, reference, rollouts, batch, replayed, step, entropy_coef, metrics, shaping_state),
             "irl": lambda: None if demos is None else irl_part(cfg, world, demos, update.irl_scale),
         }
         return [part for part in (built[name]() for name in update.parts) if part is not None]
@@ -296,15 +299,17 @@ def forward_needs(cfg: TrainConfig, entropy_coef: float) -> set[str]:
 
 def rl_part(
     cfg: TrainConfig, world: World, reference: Callable[[RolloutBatch], torch.Tensor] | None, rollouts: Rollouts,
-    batch: RolloutBatch, replayed: int, step: int, entropy_coef: float, metrics: dict,
+    batch: RolloutBatch, replayed: int, step: int, entropy_coef: float, metrics: dict, shaping_state: dict | None = None,
 ) -> LossPart:
     """The GRPO-family loss on this step's rollouts (`batch`: theirs, plus `replayed` buffer rows at
     the end with advantage replay_advantage): loss_mode's policy loss on the advantages of the
     rewards, plus each active loss term (beta * KL, -entropy_coef * entropy). The advantages see the
-    whole global batch; their metrics go into `metrics`."""
+    whole global batch; their metrics go into `metrics`; a reward shaping's state across steps is in
+    shaping_state (by name, updated in place). reference: rows -> the start model's log-probs."""
     everywhere = rollouts.everywhere
     rewards = fill_unscored(everywhere.rewards)
-    advantages, found = compute_advantages(cfg, rewards, everywhere.success, everywhere.mean_logps, step)
+    advantages, found = compute_advantages(cfg, rewards, everywhere.success, everywhere.mean_logps, step,
+                                           everywhere.answers(), everywhere.problem_ids, shaping_state)
     metrics.update(found)
     rows = rollouts.rewards.numel()
     advantages = advantages.flatten()[world.rank * rows : (world.rank + 1) * rows]

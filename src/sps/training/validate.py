@@ -6,7 +6,7 @@ import math
 import re
 from pathlib import Path
 
-from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS, SCALINGS
+from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS, OUTCOME_BONUSES, SCALINGS
 from sps.algorithms.losses import AGGREGATIONS
 from sps.algorithms.policy_losses import POLICY_LOSSES
 from sps.tasks.prompts import MODES
@@ -33,6 +33,9 @@ def validate(cfg: TrainConfig) -> None:
          f"advantage.k and advantage.k_final must be between 1 and num_generations (got k = {a.k}, k_final = {a.k_final}, G = {cfg.num_generations})"),
         (cfg.advantage_estimator != "grpo_passk" or cfg.scale_rewards in ("group", "none"), "grpo_passk takes scale_rewards group (divide by the std) or none"),
         (min(a.focal_gamma, a.rank_penalty, a.positive_weight) >= 0, "advantage.focal_gamma, rank_penalty and positive_weight must be >= 0"),
+        (a.outcome_bonus in OUTCOME_BONUSES and a.outcome_bonus_coef >= 0, f"advantage.outcome_bonus must be one of {', '.join(OUTCOME_BONUSES)} and outcome_bonus_coef >= 0"),
+        (0 < cfg.policy_loss.top_entropy_quantile <= 1 and 0 <= cfg.policy_loss.archer_entropy_quantile <= 1,
+         "policy_loss.top_entropy_quantile must be in (0, 1] and archer_entropy_quantile in [0, 1]"),
         (cfg.policy_loss.simko_top_k >= 1 and 0 <= cfg.policy_loss.simko_entropy_quantile <= 1, "policy_loss.simko_top_k must be >= 1 and simko_entropy_quantile in [0, 1]"),
         (cfg.adaptive_entropy.delta >= 0 and cfg.adaptive_entropy.coef_min <= cfg.adaptive_entropy.coef_max, "adaptive_entropy.delta must be >= 0 and coef_min <= coef_max"),
         (cfg.num_generations >= 2, "num_generations must be >= 2 (advantages compare completions of a prompt)"),

@@ -113,7 +113,7 @@ def bootstrap(pass1: np.ndarray, pass64: np.ndarray, configs: list[str], replica
     at = {name: means[:, configs.index(name)] for name in configs}
     found = {f"{name} pass@1": at[name][:, 0] for name in configs} | {f"{name} pass@64": at[name][:, 1] for name in configs}
     sps = means[:, [configs.index(name) for name in SPS_FAMILY if name in configs]]
-    for peer in (name for name in configs if name not in SPS_FAMILY):
+    for peer in (name for name in configs if not name.startswith("sps")):
         found[f"SPS's lead over {peer} at equal or better Pass@1"] = best_at(sps, at[peer][:, 0]) - at[peer][:, 1]
     if "pkpo-k8" in configs and "sps+pkpo-k8" in configs:
         found["sps+pkpo-k8 - pkpo-k8, Pass@64"] = at["sps+pkpo-k8"][:, 1] - at["pkpo-k8"][:, 1]

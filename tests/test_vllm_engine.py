@@ -71,10 +71,11 @@ def test_engine_log_probs_follow_every_update(tmp_path, family):
     assert logprob_gap(model, tokenizer, prompts, after, 0.7) <= 1e-5
 
 
-def test_sps_train_with_the_vllm_engine(tmp_path):
+@pytest.mark.parametrize("lora_rank", [0, 8])  # full fine-tuning; LoRA adapters (the engine gets merged weights)
+def test_sps_train_with_the_vllm_engine(tmp_path, lora_rank):
     # Untied; it writes only "3", " " and ">", so its last number is often "3", the right answer.
     folder = save_tiny_model(tmp_path / "llama", "llama", alphabet="3 >")
-    run, seen = train_and_watch(str(folder), str(write_data(tmp_path / "threes.jsonl")), str(tmp_path / "run"))
+    run, seen = train_and_watch(str(folder), str(write_data(tmp_path / "threes.jsonl")), str(tmp_path / "run"), lora_rank)
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and [r["phase"] for r in log] == ["rl", "irl", "rl"]
     assert log[0]["reward"] > 0 and log[0]["grad_norm"] > 0 and log[1]["irl/demos"] >= 1

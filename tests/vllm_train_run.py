@@ -10,8 +10,9 @@ from pathlib import Path
 from sps.evaluation import evaluate
 from sps.models.loading import load_policy
 from sps.rollout.base import SamplingParams
+from sps.rollout.vllm_engine import policy_weights
 from sps.training.batch import collate, policy_logprobs
-from sps.training.config import TrainConfig
+from sps.training.config import PeftConfig, TrainConfig
 from sps.training.trainer import train
 
 
@@ -31,7 +32,8 @@ def write_data(path: Path) -> Path:
     return path
 
 
-def train_and_watch(model_dir: str, data: str, output_dir: str) -> tuple[Path, dict]:
+def train_and_watch(model_dir: str, data: str, output_dir: str, lora_rank: int = 0) -> tuple[Path, dict]:
+    """Trains 3 steps of SPS with the vLLM engine (with LoRA adapters of `lora_rank` if > 0)."""
     seen = {}
     make_engine = evaluate.make_engine
 
@@ -43,9 +45,11 @@ def train_and_watch(model_dir: str, data: str, output_dir: str) -> tuple[Path, d
         def check_then_close():
             prompts = [tokenizer.encode("33 3>")]
             seen["gap"] = logprob_gap(model, tokenizer, prompts, engine.generate(prompts, 8, SamplingParams(max_new_tokens=8)), 1.0)
-            start = load_policy(model_dir, dtype="float32", device="cpu")[0]
-            seen["moved"] = max(float((p - q).abs().max()) for p, q in zip(model.parameters(), start.parameters()))
-            seen["checksum"] = sum(float(p.double().sum()) for p in model.parameters())
+            # Weights as the engine receives them: with adapters, the base with them merged in.
+            start = dict(policy_weights(load_policy(model_dir, dtype="float32", device="cpu")[0]))
+            trained = dict(policy_weights(model))
+            seen["moved"] = max(float((trained[name] - start[name]).abs().max()) for name in start)
+            seen["checksum"] = sum(float(tensor.double().sum()) for tensor in trained.values())
             close()
 
         engine.close = check_then_close
@@ -57,6 +61,7 @@ def train_and_watch(model_dir: str, data: str, output_dir: str) -> tuple[Path, d
         # Every prompt recurs every step, so the IRL step finds demonstrations in the buffer.
         train_size=16, prompts_per_step=16, num_generations=4, max_completion_length=8, learning_rate=1e-2,
         max_steps=3, eval_every=-1, probe_problems=0, save_every=100, threads=1, output_dir=output_dir,
+        peft=PeftConfig(r=lora_rank, lora_alpha=2.0 * max(lora_rank, 1)),
     )
     try:
         return train(cfg, show_progress=False), seen

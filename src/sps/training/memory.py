@@ -118,7 +118,8 @@ def training_memory(
     p = layout.processes
     sharded = p if layout.shard_params else 1
     trained = adapter_params or shape.params
-    weights = (shape.params * c + adapter_params * FP32 if adapter_params else shape.params * FP32) / sharded
+    full_weights = shape.params * c + adapter_params * FP32 if adapter_params else shape.params * FP32
+    weights = full_weights / sharded
     optimizer = 2 * trained * FP32 / (p if layout.shard_params or layout.shard_optimizer else 1)
     tokens = micro_batch * (prompt_tokens + completion_tokens)
     per_token_layer = 7 * shape.hidden + 2 * shape.kv_dim + 4 * shape.intermediate
@@ -144,7 +145,7 @@ def training_memory(
         "compute_weights": shape.params * c / sharded if c != FP32 and not adapter_params else 0.0,
         # Sharded runs gather the full weights on every process for sampling and scoring
         # (sps.training.distributed.gather_full_weights); training holds only the shard.
-        "gathered_weights": shape.params * (c if adapter_params else FP32) - weights,
+        "gathered_weights": full_weights - weights,
         "activations": float(tokens * shape.layers * per_token_layer * c),
         "logits": float(logits),
     }

@@ -4,9 +4,11 @@ is the dry run's memory estimate right?
   (a) testbed GRPO and SPS for --steps steps on CUDA in bfloat16 and float32: every loss finite,
       the reward rising, seconds per step against the same run on the CPU (a few steps);
   (b) a randomly initialised Qwen2.5-Math-1.5B-shaped model (its config built here, nothing
-      downloaded): one training step at the paper recipe's micro-batch with 1k- and 3k-token
-      completions (peak memory, tokens/s, model FLOPs utilisation), and the HF rollout engine's
-      tokens/s sampling 64 x 1k tokens;
+      downloaded), at its full 28 layers, trained as `sps train` does on one GPU (fp32 master
+      weights and AdamW state, bf16 autocast): one training step at the paper recipe's micro-batch
+      with 1k- and 3k-token completions, with the LM head a chunk at a time (the default) and from
+      the whole logits (logits_chunk_size -1, the path before issue 23): peak memory, tokens/s,
+      model FLOPs utilisation; and the HF rollout engine's tokens/s sampling 64 x 1k tokens;
   (c) the dry run's memory estimate (sps.training.memory) next to each measured peak.
 Writes gpu_check.json and gpu_check.md into --out. Needs only torch, transformers and the sps
 package; no network. About 5-8 minutes on one H100/H200.
@@ -29,6 +31,7 @@ import torch
 
 from sps.models.testbed import TestbedConfig, build_testbed
 from sps.training.config import TrainConfig
+from sps.training.distributed import autocast_forward
 from sps.training.memory import GIB, Layout, ModelShape, peak_memory, rollout_memory, training_memory
 
 # Dense bf16 tensor-core peak FLOP/s by device name, for MFU (vendor data sheets).
@@ -102,8 +105,9 @@ def synthetic_batch(vocab: int, rows: int, prompt: int, completion: int):
                         torch.zeros(rows, dtype=torch.bool), [""] * rows, None)
 
 
-def training_step(model, shape: ModelShape, dtype: str, device: str, micro: int, prompt: int, completion: int) -> dict:
-    """(b)+(c): one optimizer step on `micro` synthetic sequences through sps's own optimize()."""
+def training_step(model, shape: ModelShape, dtype: str, device: str, micro: int, prompt: int, completion: int, chunk_size: int) -> dict:
+    """(b)+(c): one optimizer step on `micro` synthetic sequences through sps's own optimize(), the
+    LM head in chunks (chunk_size 0: automatic) or from the whole logits (-1)."""
     from sps.training.distributed import World
     from sps.training.optimize import LossPart, optimize
 
@@ -116,15 +120,16 @@ def training_step(model, shape: ModelShape, dtype: str, device: str, micro: int,
         sync(device)
         reset_peak(device)
         start = time.perf_counter()
-        optimize(model, optimizer, World(), [part], TrainConfig(temperature=1.0, micro_batch_size=micro), 1, 1, seed=0)
+        optimize(model, optimizer, World(), [part], TrainConfig(temperature=1.0, micro_batch_size=micro, logits_chunk_size=chunk_size), 1, 1, seed=0)
         sync(device)
         timings.append(time.perf_counter() - start)
     tokens = micro * (prompt + completion)
     seconds = timings[-1]
-    estimate = training_memory(shape, dtype, micro, prompt, completion, Layout())
+    estimate = training_memory(shape, dtype, micro, prompt, completion, Layout(), chunk_logits=chunk_size >= 0, chunk_size=chunk_size)
     del optimizer
     return {
         "micro_batch": micro, "prompt_tokens": prompt, "completion_tokens": completion,
+        "logits": "whole" if chunk_size < 0 else "chunked", "estimated_logits_gib": estimate["logits"] / GIB,
         "seconds": seconds, "tokens_per_second": tokens / seconds,
         "mfu": mfu(6 * shape.params * tokens / seconds, device),
         "peak_gib": peak(device), "estimated_peak_gib": peak_memory(estimate, None) / GIB,
@@ -184,7 +189,8 @@ def mfu(flops_per_second: float, device: str) -> float | None:
 
 
 def qwen_shaped(shape_settings: dict, dtype: str, device: str):
-    """A randomly initialised Qwen2 model of the given shape, and its ModelShape."""
+    """A randomly initialised Qwen2 model of the given shape in float32 (the master weights), its
+    forward run under autocast to `dtype` as the trainer does on one process, and its ModelShape."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from sps.training.memory import shape_of
@@ -192,7 +198,9 @@ def qwen_shaped(shape_settings: dict, dtype: str, device: str):
     config = Qwen2Config(rope_theta=10000.0, **shape_settings)
     torch.manual_seed(0)
     with torch.device(device):  # initialised where it runs: 1.5B parameters take a while on a CPU
-        model = Qwen2ForCausalLM(config).to(getattr(torch, dtype))
+        model = Qwen2ForCausalLM(config)
+    if dtype != "float32":
+        model = autocast_forward(model, getattr(torch, dtype))
     return model, shape_of(config, sum(p.numel() for p in model.parameters()))
 
 
@@ -204,20 +212,21 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['algorithm']} {r['dtype']} {r['device']} | {r['steps']} | {r['finite_losses']} | "
                      f"{r['reward_first']:.3f} -> {r['reward_last']:.3f} | {r['seconds_per_step']:.3f} | {speed} |")
     lines += ["", f"## (b, c) {result['large_model']} ({result['parameters'] / 1e9:.2f}B parameters, {result['dtype']})", "",
-              "| step | tokens/s | MFU | peak GiB | estimated GiB |", "|---|---:|---:|---:|---:|"]
+              "| step | tokens/s | MFU | peak GiB | estimated GiB | of which logits, estimated |", "|---|---:|---:|---:|---:|---:|"]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in result["training_steps"]:
         if "error" in r:
-            lines.append(f"| {r['error']} | - | - | {fmt(r['peak_gib'], '.1f')} | - |")
+            lines.append(f"| {r['error']} | - | - | {fmt(r['peak_gib'], '.1f')} | - | - |")
             continue
-        lines.append(f"| micro-batch {r['micro_batch']} x ({r['prompt_tokens']} + {r['completion_tokens']}) | {r['tokens_per_second']:,.0f} | "
-                     f"{fmt(r['mfu'], '.1%')} | {fmt(r['peak_gib'], '.1f')} | {r['estimated_peak_gib']:.1f} |")
+        lines.append(f"| micro-batch {r['micro_batch']} x ({r['prompt_tokens']} + {r['completion_tokens']}), {r['logits']} logits | "
+                     f"{r['tokens_per_second']:,.0f} | {fmt(r['mfu'], '.1%')} | {fmt(r['peak_gib'], '.1f')} | {r['estimated_peak_gib']:.1f} | "
+                     f"{r['estimated_logits_gib']:.1f} |")
     r = result["rollout"]
     if "error" in r:
-        lines.append(f"| HF engine: {r['error']} | - | - | - | - |")
+        lines.append(f"| HF engine: {r['error']} | - | - | - | - | - |")
     else:
         lines.append(f"| HF engine {r['sequences']} x {r['new_tokens']} new tokens | {r['tokens_per_second']:,.0f} | - | "
-                     f"{fmt(r['peak_gib'], '.1f')} | {r['estimated_peak_gib']:.1f} |")
+                     f"{fmt(r['peak_gib'], '.1f')} | {r['estimated_peak_gib']:.1f} | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -243,7 +252,7 @@ def main(argv=None) -> int:
     lengths = [(16, 32), (16, 96)] if smoke else [(256, 1024), (256, 3072)]
     result.update(large_model="tiny Qwen2" if smoke else "Qwen2.5-Math-1.5B-shaped", parameters=shape.params, dtype=dtype)
     micro = 2 if smoke else args.micro_batch
-    result["training_steps"] = [guarded(training_step, model, shape, dtype, device, micro, p, c) for p, c in lengths]
+    result["training_steps"] = [guarded(training_step, model, shape, dtype, device, micro, p, c, chunk) for p, c in lengths for chunk in (0, -1)]
     model.zero_grad(set_to_none=True)
     result["rollout"] = guarded(rollout_speed, model.eval(), numbered_tokenizer(shape.vocab), shape, dtype, device, 4 if smoke else 64, 16 if smoke else 1024)
     result["seconds"] = time.perf_counter() - start

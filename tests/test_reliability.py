@@ -106,7 +106,10 @@ def test_a_second_eval_on_a_busy_folder_stops_at_once(random_llama, tmp_path):
 def test_a_signal_stops_the_run_saying_where_and_the_rerun_resumes(random_llama, tmp_path, sent, code):
     run_dir = tmp_path / "run"
     config = config_file(tmp_path, "run", **settings(random_llama, run_dir, max_steps=30, save_every=2))
-    process = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A suite started in the background of a non-interactive shell ignores SIGINT, and children
+    # inherit that: give the run the default disposition, as a terminal would.
+    process = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_steps(run_dir, 3, process)
     process.send_signal(sent)
     _, err = process.communicate(timeout=120)

@@ -160,10 +160,13 @@ def report(rows: dict[str, dict[str, float]], configs: list[str], seeds: list[in
     lines += ["", "| comparison (points of Pass@64 unless named) | observed | 95% interval | verdict |", "|---|---|---|---|"]
     for name, row in rows.items():
         if not name.endswith(("pass@1", "pass@64")):
-            lines.append(f"| {name} | {100 * row['observed']:+.1f} | {100 * row['low']:+.1f} to {100 * row['high']:+.1f} | {verdict(row)} |")
+            observed = f"{100 * row['observed']:+.1f}" if np.isfinite(row["observed"]) else "not reached"
+            lines.append(f"| {name} | {observed} | {100 * row['low']:+.1f} to {100 * row['high']:+.1f} | {verdict(row)} |")
     lines += ["", "SPS's lead at equal or better Pass@1: SPS's best Pass@64 among its configurations "
               f"({', '.join(f'`{c}`' for c in SPS_FAMILY if c in configs)}) at the peer's Pass@1 or more, "
-              "reading the straight line between two configurations that bracket it, minus the peer's Pass@64."]
+              "reading the straight line between two configurations that bracket it, minus the peer's Pass@64. "
+              "\"not reached\": on the data as observed no configuration on that side has the Pass@1 needed; "
+              "the interval is over the replicates where one does."]
     return "\n".join(lines) + "\n"
 
 

@@ -37,18 +37,14 @@ demo: $(STAMP)
 	$(VENV)/bin/sps demo
 
 # The main suite, then the multi-process, real-model and minutes-long tests (torchrun, accelerate,
-# SmolLM2, the quick demo), then the vLLM engine's tests in their own venv. That venv (~6 min,
-# 3.8 GB, mostly downloading) is built at low priority while the first two stages run; its log is
-# printed if it fails. Both stages share one fresh test cache, so the testbed model is built once.
+# SmolLM2, the quick demo), then the vLLM engine's tests in their own venv (built on first use:
+# ~6 min, 3.8 GB). Both stages share one fresh test cache, so the testbed model is built once.
 TEST_CACHE := $(CURDIR)/.test-cache
 SECOND_STAGE := multiprocess or real_model or long
-VLLM_LOG := $(CURDIR)/.vllm-install.log
 test: $(STAMP)
 	rm -rf $(TEST_CACHE)
-	nice -n 19 $(MAKE) -s install-vllm > $(VLLM_LOG) 2>&1 & build=$$!; \
-	SPS_TEST_CACHE=$(TEST_CACHE) $(VENV)/bin/python -m pytest -q -m "not ($(SECOND_STAGE))" --ignore=tests/test_vllm_engine.py && \
-	SPS_TEST_CACHE=$(TEST_CACHE) $(VENV)/bin/python -m pytest -q -m "$(SECOND_STAGE)" --ignore=tests/test_vllm_engine.py; \
-	tests=$$?; wait $$build || { echo "building $(VLLM_VENV) failed:"; cat $(VLLM_LOG); exit 1; }; exit $$tests
+	SPS_TEST_CACHE=$(TEST_CACHE) $(VENV)/bin/python -m pytest -q -m "not ($(SECOND_STAGE))" --ignore=tests/test_vllm_engine.py
+	SPS_TEST_CACHE=$(TEST_CACHE) $(VENV)/bin/python -m pytest -q -m "$(SECOND_STAGE)" --ignore=tests/test_vllm_engine.py
 	$(MAKE) test-vllm
 
 install-vllm: $(VLLM_STAMP)

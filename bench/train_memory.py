@@ -15,7 +15,8 @@ It also reports the padding of one step's micro-batches on a long-tailed length 
 with completion lengths drawn from a log-normal, median 300, capped at 3,072): micro-batches of
 a fixed 8 rows sorted by length (the trainer's grouping without a budget) against a token budget.
 
-    python bench/train_memory.py                 # every case, ~25 min on one thread; writes bench/results/train_memory.md
+    python bench/train_memory.py                 # every case, ~40 min on one thread; writes bench/results/train_memory.md
+                                                 # (each case's measurement is kept in train_memory.jsonl: a rerun measures the missing ones)
     python bench/train_memory.py --case chunked:1024:4   # one case (path:T:rows), prints its JSON line
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_memory.md"
+MEASURED = RESULTS.with_suffix(".jsonl")  # one JSON line per finished case
 PROMPT = 64
 SHAPE = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=2, num_attention_heads=12, num_key_value_heads=2,
              vocab_size=151936, max_position_embeddings=4096, tie_word_embeddings=True)
@@ -143,12 +145,14 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     flops = matmul_flops_per_second()
-    results = []
-    for case in CASES:
+    done = {r["case"]: r for r in map(json.loads, MEASURED.read_text().splitlines())} if MEASURED.is_file() else {}
+    for case in [c for c in CASES if c not in done]:
         out = subprocess.run([sys.executable, __file__, "--case", case], capture_output=True, text=True, check=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(results[-1], flush=True)
-    text = table(results, flops, padding_fractions())
+        done[case] = json.loads(out.stdout.strip().splitlines()[-1])
+        with MEASURED.open("a") as f:
+            f.write(json.dumps(done[case]) + "\n")
+        print(done[case], flush=True)
+    text = table([done[c] for c in CASES], flops, padding_fractions())
     RESULTS.write_text(text)
     print(text)
 

@@ -36,16 +36,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/sps demo
 
-# The main suite, then the multi-process, real-model and minutes-long tests (torchrun, accelerate,
-# SmolLM2, the quick demo), then the vLLM engine's tests in their own venv (built on first use:
-# ~6 min, 3.8 GB). Both stages share one fresh test cache, so the testbed model is built once.
-TEST_CACHE := $(CURDIR)/.test-cache
-SECOND_STAGE := multiprocess or real_model or long
+# The main suite, then the multi-process, real-model and reliability tests (torchrun, accelerate,
+# SmolLM2), then the vLLM engine's tests in their own venv (built on first use: ~6 min, 3.8 GB);
+# beside them, the testbed model on one thread, then the quick demo test. tests/stages.sh says how.
 test: $(STAMP)
-	rm -rf $(TEST_CACHE)
-	SPS_TEST_CACHE=$(TEST_CACHE) $(VENV)/bin/python -m pytest -q -m "not ($(SECOND_STAGE))" --ignore=tests/test_vllm_engine.py
-	SPS_TEST_CACHE=$(TEST_CACHE) $(VENV)/bin/python -m pytest -q -m "$(SECOND_STAGE)" --ignore=tests/test_vllm_engine.py
-	$(MAKE) test-vllm
+	SPS_TEST_CACHE=$(CURDIR)/.test-cache tests/stages.sh $(VENV)
 
 install-vllm: $(VLLM_STAMP)
 

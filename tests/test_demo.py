@@ -11,7 +11,7 @@ MIN_GRPO_PASS1_GAIN = 0.03
 MIN_SPS_PASSN_LEAD = 0.08
 
 
-@pytest.mark.long
+@pytest.mark.demo
 def test_quick_demo_shows_squeezing_and_sps_keeping_pass_at_n(tmp_path, capsys):
     report = run_demo(tmp_path / "demo", quick=True)
     for name in ("report.md", "report.html", "pass_at_k_vs_k.png", "squeezing.png", "upper_bound.png"):

@@ -46,6 +46,21 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def random_loss_part(vocab: int, rows: int, prompt: int, completion: int):
+    """One minibatch of random token rows (prompt + completion each) and a plain log-likelihood loss on it."""
+    from sps.rollout.base import Completion
+    from sps.training.batch import collate
+    from sps.training.optimize import LossPart
+
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, vocab, (prompt,), generator=g).tolist() for _ in range(rows)]
+    groups = [[Completion(torch.randint(0, vocab, (completion,), generator=g).tolist(), "", [-1.0] * completion, "length")]
+              for _ in range(rows)]
+    batch = collate(prompts, groups, pad_id=0)
+    weights = batch.completion_mask / batch.completion_mask.sum()
+    return LossPart(batch, lambda index: weights[index], lambda forward, index: (-forward.logps, {}))
+
+
 def matmul_flops_per_second() -> float:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
@@ -59,12 +74,10 @@ def run_case(case: str) -> dict:
     """One update (and a timed second one) in this process; returns its measurements."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from sps.rollout.base import Completion
-    from sps.training.batch import collate
     from sps.training.config import TrainConfig
     from sps.training.distributed import World
     from sps.training.memory import Layout, shape_of, training_memory
-    from sps.training.optimize import LossPart, optimize
+    from sps.training.optimize import optimize
 
     path, completion, rows = case.split(":")
     completion, rows = int(completion), int(rows)
@@ -73,13 +86,7 @@ def run_case(case: str) -> dict:
     config = Qwen2Config(**SHAPE)
     model = Qwen2ForCausalLM(config)
     params = sum(p.numel() for p in model.parameters())
-    g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(0, SHAPE["vocab_size"], (PROMPT,), generator=g).tolist() for _ in range(rows)]
-    groups = [[Completion(torch.randint(0, SHAPE["vocab_size"], (completion,), generator=g).tolist(), "", [-1.0] * completion, "length")]
-              for _ in range(rows)]
-    batch = collate(prompts, groups, pad_id=0)
-    weights = batch.completion_mask / batch.completion_mask.sum()
-    part = LossPart(batch, lambda index: weights[index], lambda forward, index: (-forward.logps, {}))
+    part = random_loss_part(SHAPE["vocab_size"], rows, PROMPT, completion)
     cfg = TrainConfig(micro_batch_size=rows, logits_chunk_size=-1 if path == "whole" else 0, max_grad_norm=1.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
     for param in model.parameters():  # allocate AdamW's state now, so the update adds what the estimate's training part counts

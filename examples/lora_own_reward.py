@@ -5,9 +5,9 @@ from pathlib import Path
 from sps import PeftConfig, TrainConfig, evaluate, train
 
 
-def reward(completions, answer, **_):  # TRL's convention; 1 for the right sum, 0.25 for another lone number
-    words = [c.replace("\\boxed{", " ").replace("}", " ").replace(".", " ").split() for c in completions]
-    return [1.0 if a in w else 0.25 if len(w) == 1 and w[0].isdigit() else 0.0 for w, a in zip(words, answer)]
+def reward(completions, answer, **_):  # TRL's convention; 1 for the right sum, partial credit for a near miss
+    guesses = [c.replace("\\boxed{", "").replace("}", "").strip().rstrip(".") for c in completions]
+    return [1.0 if g == a else max(0.0, 0.5 - abs(int(g) - int(a)) / 20) if g.isdigit() else 0.0 for g, a in zip(guesses, answer)]
 
 
 def write(path, pairs):

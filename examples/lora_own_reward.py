@@ -7,7 +7,7 @@ from sps import PeftConfig, TrainConfig, evaluate, train
 
 def reward(completions, answer, **_):  # TRL's convention; 1 for the right sum, partial credit for a near miss
     guesses = [c.replace("\\boxed{", "").replace("}", "").strip().rstrip(".") for c in completions]
-    return [1.0 if g == a else max(0.0, 0.5 - abs(int(g) - int(a)) / 20) if g.isdigit() else 0.0 for g, a in zip(guesses, answer)]
+    return [1.0 if g == a else max(0.0, 0.5 - abs(int(g) - int(a)) / 20) if g.isdecimal() else 0.0 for g, a in zip(guesses, answer)]
 
 
 def write(path, pairs):

@@ -62,12 +62,15 @@ def random_loss_part(vocab: int, rows: int, prompt: int, completion: int):
 
 
 def matmul_flops_per_second() -> float:
+    """The best of 10 timings of a 2048^3 float32 matmul: the machine's rate when nothing else runs."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
-    start = time.perf_counter()
-    for _ in range(5):
+    best = float("inf")
+    for _ in range(10):
+        start = time.perf_counter()
         a @ b
-    return 5 * 2 * 2048**3 / (time.perf_counter() - start)
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048**3 / best
 
 
 def run_case(case: str) -> dict:
@@ -105,6 +108,7 @@ def run_case(case: str) -> dict:
         "case": case, "params": params, "update_bytes": peak - before, "peak_rss": peak,
         "estimate": {k: estimate[k] for k in ("gradients", "activations", "logits")},
         "seconds": seconds, "tokens_per_second": tokens / seconds, "flops_per_token": 6 * params,
+        "matmul_flops": matmul_flops_per_second(),  # under the load the update saw; the table takes the best over cases
     }
 
 
@@ -114,27 +118,35 @@ def padding_fractions() -> dict[str, float]:
 
     g = torch.Generator().manual_seed(0)
     lengths = (torch.randn(512, generator=g) * 0.8 + torch.log(torch.tensor(300.0))).exp().clamp(8, 3072).long().sort().values.tolist()
+    shuffled = [lengths[i] for i in torch.randperm(len(lengths), generator=g).tolist()]
     found = {}
-    for label, max_rows, budget in (("8 rows a micro-batch (sorted)", 8, 0), ("budget 16,384 tokens", 0, 16_384),
-                                    ("budget 32,768 tokens", 0, 32_768)):
-        groups = microbatches(lengths, PROMPT, max_rows, budget)
-        computed = sum((g.stop - g.start) * max(lengths[g]) for g in groups)
+    # Before issue 23: 8 rows a micro-batch in the minibatch's random order, each padded to its own longest.
+    for label, order, max_rows, budget in (("8 rows a micro-batch, random order (before)", shuffled, 8, 0),
+                                           ("8 rows a micro-batch, sorted by length", lengths, 8, 0),
+                                           ("budget 16,384 tokens, sorted", lengths, 0, 16_384),
+                                           ("budget 32,768 tokens, sorted", lengths, 0, 32_768)):
+        groups = microbatches(order, PROMPT, max_rows, budget)  # consecutive rows in the order given
+        computed = sum((g.stop - g.start) * max(order[g]) for g in groups)
         found[label] = {"padding": 1 - sum(lengths) / computed, "micro_batches": len(groups),
-                        "largest": max((g.stop - g.start) * (PROMPT + max(lengths[g])) for g in groups)}
+                        "largest": max((g.stop - g.start) * (PROMPT + max(order[g])) for g in groups)}
     return found
 
 
-def table(results: list[dict], flops: float, padding: dict) -> str:
+def table(results: list[dict], padding: dict) -> str:
+    flops = max(r["matmul_flops"] for r in results)
     lines = ["# One training update at Qwen2.5-Math-1.5B's width, 2 of 28 layers, on this CPU (bench/train_memory.py)", "",
-             f"Float32, one thread; 4 rows x (64 prompt + T completion tokens) unless said; the machine's float32 matmul rate "
-             f"{flops / 1e9:.0f} GFLOP/s on one thread. 'added' is the update's peak RSS minus the RSS before it; the estimate "
-             "is sps.training.memory's gradients + activations + logits.", "",
-             "| path | T | rows | added (GiB) | estimate (GiB) | estimate / added | of which logits, estimated (GiB) | tokens/s | of the matmul rate |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"Float32, one thread; 4 rows x (64 prompt + T completion tokens) unless said; tokens/s (6 FLOPs per parameter per token) are set "
+             f"against the machine's float32 matmul rate on one thread, {flops / 1e9:.0f} GFLOP/s (each case times a 2048^3 matmul "
+             "after its update; the best of those). 'added' is the update's peak RSS minus the RSS before it; the estimate "
+             "is sps.training.memory's gradients + activations + logits; the peak RSS also holds the weights, AdamW's state and "
+             "torch itself (~4 GiB). Recorded on a 2-core AMD EPYC host, each case while a one-thread job used the other core, "
+             "which the speed columns carry.", "",
+             "| path | T | rows | peak RSS (GiB) | added (GiB) | estimate (GiB) | estimate / added | of which logits, estimated (GiB) | tokens/s | of the matmul rate |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         path, completion, rows = r["case"].split(":")
         estimate = sum(r["estimate"].values())
-        lines.append(f"| {path} | {completion} | {rows} | {r['update_bytes'] / GIB:.2f} | {estimate / GIB:.2f} | "
+        lines.append(f"| {path} | {completion} | {rows} | {r['peak_rss'] / GIB:.2f} | {r['update_bytes'] / GIB:.2f} | {estimate / GIB:.2f} | "
                      f"{estimate / r['update_bytes']:.2f} | {r['estimate']['logits'] / GIB:.2f} | {r['tokens_per_second']:.0f} | "
                      f"{r['tokens_per_second'] * r['flops_per_token'] / flops:.0%} |")
     lines += ["", "Padding of one step's micro-batches, 512 rows with log-normal completion lengths (median 300, capped at 3,072):", "",
@@ -150,8 +162,6 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(args.case)))
         return
-    torch.set_num_threads(1)
-    flops = matmul_flops_per_second()
     done = {r["case"]: r for r in map(json.loads, MEASURED.read_text().splitlines())} if MEASURED.is_file() else {}
     for case in [c for c in CASES if c not in done]:
         out = subprocess.run([sys.executable, __file__, "--case", case], capture_output=True, text=True, check=True)
@@ -159,7 +169,7 @@ def main() -> None:
         with MEASURED.open("a") as f:
             f.write(json.dumps(done[case]) + "\n")
         print(done[case], flush=True)
-    text = table([done[c] for c in CASES], flops, padding_fractions())
+    text = table([done[c] for c in CASES], padding_fractions())
     RESULTS.write_text(text)
     print(text)
 

@@ -62,7 +62,7 @@ def random_loss_part(vocab: int, rows: int, prompt: int, completion: int):
 
 
 def matmul_flops_per_second() -> float:
-    """The best of 10 timings of a 2048^3 float32 matmul: the machine's rate when nothing else runs."""
+    """The best of 10 timings of a 2048^3 float32 matmul in this process (under whatever else runs)."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
     best = float("inf")

@@ -28,19 +28,15 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sps.grading.math import last_boxed
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "out" / "multi_answer"
 RESULTS = REPO / "experiments" / "results" / "smollm2_multi_answer.jsonl"
-BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 NUMBER = re.compile(r"\s*(\d+)\s*\.?\s*")
 SPLITS = {"train": 512, "val": 100, "test": 300}
+REWARD = f"{Path(__file__).resolve()}:reward"  # as --reward-funcs names it
 PAIR = re.compile(r"\s*(\d+)\s*\+\s*(\d+)\s*\.?\s*")
-
-
-def answer_text(completion: str) -> str:
-    """The last \\boxed{} content, else the whole completion."""
-    boxes = BOXED.findall(completion)
-    return boxes[-1] if boxes else completion
 
 
 def is_correct(text: str, task: str, low: int | None, high: int | None, divisor: int | None, total: int | None) -> bool:
@@ -59,11 +55,11 @@ def is_correct(text: str, task: str, low: int | None, high: int | None, divisor:
 def reward(completions, task, low=None, high=None, divisor=None, total=None, **_):
     """TRL's convention: every column of the rows arrives as a list; 1.0 for a correct answer, else 0.0."""
     missing = [None] * len(completions)
-    return [float(is_correct(answer_text(c), *row))
+    return [float(is_correct(last_boxed(c) or c, *row))
             for c, row in zip(completions, zip(task, low or missing, high or missing, divisor or missing, total or missing), strict=True)]
 
 
-def problems(task: str, rng: random.Random) -> dict:
+def random_problem(task: str, rng: random.Random) -> dict:
     """One random problem of `task`, as a row: its statement, one correct answer and the columns `reward` reads."""
     if task == "between":
         low = rng.randint(2, 500)
@@ -94,7 +90,7 @@ def write_splits(task: str, sizes: dict[str, int]) -> Path:
         for _ in range(100 * size):
             if len(rows) == size:
                 break
-            row = problems(task, rng)
+            row = random_problem(task, rng)
             if row["problem"] not in seen:
                 seen.add(row["problem"])
                 rows.append({"id": f"{task}-{split}-{len(rows)}", "task": task, **row})
@@ -108,15 +104,11 @@ def sps_command(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "sps.cli", *args], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def reward_option() -> list[str]:
-    return ["--reward-funcs", f"{Path(__file__).resolve()}:reward"]
-
-
 def evaluate_on_test(model: str, folder: Path, task: str) -> dict:
     """The aiw protocol's test evaluation (n = 64, temperature 0.6), skipped once done."""
     if not (folder / "metrics.json").is_file():
         sps_command("eval", "--model", model, "--benchmark", str(DATA / task / "test.jsonl"), "--prompt-template", "chat-answer",
-                    "--n", "64", "--temperature", "0.6", "--max-new-tokens", "16", "--batch-size", "256", *reward_option(),
+                    "--n", "64", "--temperature", "0.6", "--max-new-tokens", "16", "--batch-size", "256", "--reward-funcs", REWARD,
                     "--out", str(folder))
     return json.loads((folder / "metrics.json").read_text())
 
@@ -126,7 +118,7 @@ def train_and_test(task: str, method: str, seed: int) -> dict:
     last = folder / "checkpoints" / "step_000040"
     if not last.is_dir():
         sps_command("train", "--config", str(REPO / f"configs/smollm2/aiw_{method}.yaml"), "--train_data", str(DATA / task / "train.jsonl"),
-                    "--train_size", "0", "--reward_funcs", reward_option()[1], "--eval_benchmark", str(DATA / task / "val.jsonl"),
+                    "--train_size", "0", "--reward_funcs", REWARD, "--eval_benchmark", str(DATA / task / "val.jsonl"),
                     "--max_completion_length", "16", "--seed", str(seed), "--output_dir", str(folder))
     return {"method": method, "seed": seed, **evaluate_on_test(str(last), folder / "test", task)}
 
@@ -170,10 +162,9 @@ def main() -> None:
         screen = folder / "screen.jsonl"
         screen.write_text("".join(json.dumps(r) + "\n" for r in rows))
         out = folder / f"screen_n{args.n}"
-        subprocess.run([sys.executable, "-m", "sps.cli", "eval", "--model", "smollm2-135m-instruct", "--benchmark", str(screen),
-                        "--prompt-template", "chat-answer", "--n", str(args.n), "--temperature", str(args.temperature),
-                        "--max-new-tokens", "16", "--reward-funcs", f"{Path(__file__).resolve()}:reward", "--out", str(out),
-                        "--overwrite"], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        sps_command("eval", "--model", "smollm2-135m-instruct", "--benchmark", str(screen), "--prompt-template", "chat-answer",
+                    "--n", str(args.n), "--temperature", str(args.temperature), "--max-new-tokens", "16", "--reward-funcs", REWARD,
+                    "--out", str(out), "--overwrite")
         metrics = json.loads((out / "metrics.json").read_text())
         summary = {"task": task, "problems": len(rows), "n": args.n, "temperature": args.temperature,
                    **{key: metrics.get(key) for key in ("pass_at_k", "distinct_correct_per_solved", "distinct_answers_per_solved",

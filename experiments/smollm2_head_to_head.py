@@ -4,7 +4,8 @@ prompts x 16 rollouts; the step-40 checkpoint on the 300 test problems, n = 64, 
 at most 32 new tokens), 2 seeds each. GRPO and SPS come from experiments/results/smollm2_aiw/
 test_metrics.json (recorded with the same protocol); every other method is trained here. Runs go
 side by side, one CPU thread each (the configs set threads 1); finished runs and evaluations are
-skipped, so rerunning continues.
+skipped, so rerunning continues. The table keeps every method's seeds recorded before in
+head_to_head.json, so a lost out/ loses no results.
 
     python experiments/smollm2_head_to_head.py [--methods pkpo-k8,sps+pkpo-k8] [--seeds 0,1] [--workers 2]
     python experiments/smollm2_head_to_head.py --summary
@@ -58,18 +59,22 @@ def run(method: str, seed: int) -> str:
     return f"{method}/seed{seed}: done"
 
 
-def summary(methods: list[str], seeds: list[int]) -> dict[str, list[dict]]:
-    """method -> the test metrics of each finished seed (GRPO and SPS as recorded)."""
+def summary(seeds: list[int]) -> dict[str, list[dict]]:
+    """method -> the test metrics of each finished seed: GRPO and SPS as recorded, every other method
+    from its run folder or, where that is gone, from the head-to-head's own earlier record."""
     recorded = json.loads(RECORDED.read_text())
     found = {"base": [recorded["base"]]}
     for name in ("grpo", "sps"):
         found[name] = [{**recorded[f"{name}_seed{s}"], "seed": s} for s in (0, 1)]
-    for method in methods:
+    earlier = json.loads((RESULTS / "head_to_head.json").read_text()) if (RESULTS / "head_to_head.json").is_file() else {}
+    for method in METHODS:
         runs = []
         for seed in seeds:
             metrics = RUNS / method / f"seed{seed}" / "test" / "metrics.json"
             if metrics.is_file():
                 runs.append({**json.loads(metrics.read_text()), "seed": seed})
+            else:
+                runs += [r for r in earlier.get(method, []) if r["seed"] == seed]
         if runs:
             found[method] = runs
     return found
@@ -127,7 +132,7 @@ def main() -> None:
         with ThreadPoolExecutor(args.workers) as pool:
             for line in pool.map(lambda job: run(*job), [(m, s) for s in seeds for m in methods]):
                 print(line, flush=True)
-    found = summary(methods, seeds)
+    found = summary(seeds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "head_to_head.json").write_text(json.dumps(found, indent=1) + "\n")
     text = table(found)

@@ -12,8 +12,9 @@ and the base model and each step-40 checkpoint are evaluated on its 300 test pro
 
 Splits: out/multi_answer/<task>/{train,val,test}.jsonl (disjoint problems); runs in
 out/multi_answer/<task>/<method>/seed<k>/ (finished runs and evaluations are skipped). Screen rows
-are appended to experiments/results/smollm2_multi_answer.jsonl; --train writes
-experiments/results/smollm2_multi_answer.md.
+are appended to experiments/results/smollm2_multi_answer.jsonl. --train records each test result in
+experiments/results/smollm2_multi_answer_<task>_test.json (a run recorded there is not trained again, so a
+lost out/ loses no results) and writes the table of all of them to smollm2_multi_answer.md.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sps.grading.math import last_boxed
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "out" / "multi_answer"
 RESULTS = REPO / "experiments" / "results" / "smollm2_multi_answer.jsonl"
+SHOWN = ("pass_at_k", "num_solved", "distinct_correct_per_solved", "top1_share")  # what the record keeps of a run
 NUMBER = re.compile(r"\s*(\d+)\s*\.?\s*")
 SPLITS = {"train": 512, "val": 100, "test": 300}
 REWARD = f"{Path(__file__).resolve()}:reward"  # as --reward-funcs names it
@@ -148,11 +150,19 @@ def main() -> None:
     if args.train:
         (task,) = args.tasks.split(",")
         write_splits(task, SPLITS)
-        jobs = [(m, int(s)) for s in args.seeds.split(",") for m in args.train.split(",")]
+        recorded = RESULTS.with_name(f"smollm2_multi_answer_{task}_test.json")  # {"base": metrics, "runs": [{method, seed, metrics}]}
+        record = json.loads(recorded.read_text()) if recorded.is_file() else {"runs": []}
+        done = {(r["method"], r["seed"]) for r in record["runs"]}
+        jobs = [(m, int(s)) for s in args.seeds.split(",") for m in args.train.split(",") if (m, int(s)) not in done]
         with ThreadPoolExecutor(args.workers) as pool:
-            base = pool.submit(evaluate_on_test, "smollm2-135m-instruct", DATA / task / "base_test", task)
+            base = None if "base" in record else pool.submit(evaluate_on_test, "smollm2-135m-instruct", DATA / task / "base_test", task)
             runs = list(pool.map(lambda job: train_and_test(task, *job), jobs))
-        text = report(task, [{"method": "base model", "seed": "-", **base.result()}, *runs])
+        if base:
+            record["base"] = {key: base.result()[key] for key in SHOWN}
+        record["runs"] = sorted(record["runs"] + [{key: r[key] for key in ("method", "seed", *SHOWN)} for r in runs],
+                                key=lambda r: (r["method"], r["seed"]))
+        recorded.write_text(json.dumps(record, indent=1) + "\n")
+        text = report(task, [{"method": "base model", "seed": "-", **record["base"]}, *record["runs"]])
         (RESULTS.with_suffix(".md")).write_text(text)
         print(text)
         return

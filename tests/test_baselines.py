@@ -26,6 +26,7 @@ from sps.algorithms.advantages import (
     w_reinforce_advantages,
 )
 from sps.algorithms.entropy_control import EntropyController
+from sps.algorithms.flowrl import trajectory_balance_loss
 from sps.algorithms.losses import token_entropy, token_logprobs, token_logprobs_topk
 from sps.algorithms.policy_losses import (
     POLICY_LOSSES,
@@ -359,3 +360,54 @@ def test_outcome_counts_are_checkpointed_so_a_resumed_run_repeats_the_uninterrup
     resumed = [json.loads(line) for line in (train(halves, show_progress=False) / "metrics.jsonl").read_text().splitlines()]
     assert [r["outcome_bonus/mean"] for r in resumed] == pytest.approx([r["outcome_bonus/mean"] for r in whole], rel=1e-6)
     assert whole[0]["outcome_bonus/mean"] > whole[-1]["outcome_bonus/mean"]  # answers seen again earn less
+
+
+def test_flowrl_trajectory_balance_by_hand():
+    # Row 0: 2 tokens (a NaN in its padding), ratio e^0.2 clipped to 1.2; row 1: 3 tokens, on-policy.
+    logp = leaf([[-1.0, -2.0, float("nan")], [-0.5, -0.5, -0.5]])
+    old = torch.tensor([[-1.1, -2.1, 0.0], [-0.5, -0.5, -0.5]])
+    ref = torch.tensor([[-1.5, -1.5, float("nan")], [-1.0, -1.0, -1.0]])
+    log_z = leaf([0.5, -1.0])
+    mask = torch.tensor([[1.0, 1, 0], [1, 1, 1]])
+    loss, residual, weight = trajectory_balance_loss(logp, old, ref, log_z, torch.tensor([1.0, -0.5]), mask, 15.0, 0.2, 0.2)
+    # residual = log Z + mean log pi - 15 A - mean log pi_ref
+    assert torch.allclose(residual, torch.tensor([0.5 - 1.5 - 15 + 1.5, -1.0 - 0.5 + 7.5 + 1.0]))
+    assert torch.allclose(weight, torch.tensor([1.2, 1.0]))
+    assert torch.allclose(loss, torch.tensor([1.2 * 14.5**2, 7.0**2]))
+    loss.sum().backward()
+    assert torch.allclose(log_z.grad, torch.tensor([2 * 1.2 * -14.5, 2 * 7.0]))
+    assert torch.allclose(logp.grad, torch.tensor([[-17.4, -17.4, 0.0], [14 / 3, 14 / 3, 14 / 3]]))  # 2 w r / length
+
+
+def test_flowrl_log_z_reads_each_prompts_mean_final_hidden_state(random_llama):
+    from sps.models.loading import load_policy
+    from sps.rollout.base import Completion
+    from sps.training.batch import collate, completion_forward
+
+    model = load_policy(str(random_llama), "float32", "cpu")[0].eval()
+    prompts = [[3, 4, 5, 6], [7, 8]]
+    completion = Completion([9, 10], "c", [0.0, 0.0], "stop")
+    expected = torch.stack([model(input_ids=torch.tensor([p]), output_hidden_states=True).hidden_states[-1][0].mean(0) for p in prompts])
+    with torch.no_grad():
+        for groups in ([[completion]] * 2, [[completion, completion]] * 2):  # every row whole; rows sharing their prompt's pass
+            batch = collate(prompts, groups, pad_id=0)
+            state = completion_forward(model, batch, with_prompt_state=True)[1]
+            assert torch.allclose(state, expected.repeat_interleave(len(groups[0]), 0), atol=1e-5)
+
+
+def test_flowrl_trains_keeps_its_head_out_of_the_model_files_and_resumes_exactly(random_llama, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = tiny_run(random_llama, tmp_path / "whole", loss_mode="flowrl", loss_type="grpo", max_steps=4, save_every=2, eval_every=-1,
+                   probe_problems=0, max_completion_length=8)
+    whole = [json.loads(line) for line in (train(cfg, show_progress=False) / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["flowrl/log_z"]) and r["nonfinite_updates"] == 0 for r in whole)
+    assert len({r["flowrl/log_z"] for r in whole}) == 4  # the head trains
+    last = tmp_path / "whole" / "checkpoints" / "step_000004"
+    assert set(torch.load(last / "log_z_head.pt", weights_only=True)) >= {"net.0.weight", "net.8.bias"}
+    assert not [name for name in load_file(last / "model.safetensors") if "log_z" in name]
+    halves = replace(cfg, output_dir=str(tmp_path / "halves"))
+    train(replace(halves, max_steps=2), show_progress=False)
+    resumed = [json.loads(line) for line in (train(halves, show_progress=False) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in whole], rel=1e-6)
+    assert [r["flowrl/log_z"] for r in resumed] == pytest.approx([r["flowrl/log_z"] for r in whole], rel=1e-6)

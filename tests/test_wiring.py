@@ -12,6 +12,7 @@ import torch
 
 from sps.algorithms import advantages as adv
 from sps.algorithms import policy_losses as pl
+from sps.algorithms.flowrl import trajectory_balance_loss
 from sps.algorithms.losses import clipped_surrogate, kl_k3
 from sps.evaluation.runner import stable_seed
 from sps.grading.base import Grade
@@ -120,7 +121,8 @@ def forward_with_all(record) -> PolicyForward:
     topk = -torch.rand(*old.shape, 3, generator=generator).requires_grad_()
     entropy = (torch.rand(old.shape, generator=generator) * 2).requires_grad_()
     is_top1 = torch.rand(old.shape, generator=generator) > 0.5
-    return PolicyForward(logps, entropy, topk, is_top1)
+    log_z = torch.randn(old.shape[0], generator=generator).requires_grad_()
+    return PolicyForward(logps, entropy, topk, is_top1, log_z)
 
 
 def by_hand(name: str, cfg: TrainConfig, f: PolicyForward, record, ref_logp) -> torch.Tensor:
@@ -141,6 +143,9 @@ def by_hand(name: str, cfg: TrainConfig, f: PolicyForward, record, ref_logp) -> 
     if name == "archer":
         return pl.archer_surrogate(f.logps, old, a, f.entropy, mask, ref_logp, 0.2, p.archer_high_epsilon, p.archer_entropy_quantile,
                                    p.archer_kl_coef, p.dual_clip)[0]
+    if name == "flowrl":
+        per_completion = trajectory_balance_loss(f.logps, old, ref_logp, f.log_z, a, mask, p.flowrl_beta, 0.2, 0.2)[0]
+        return per_completion.unsqueeze(-1).expand_as(old)
     if name == "dph":
         return clipped_surrogate(f.logps, old, a, 0.2, 0.2)[0] + p.dph_coef * s.unsqueeze(-1) * pl.forward_kl_k3(f.logps, ref_logp)
     raise AssertionError(f"no wiring case for policy loss {name!r}")
@@ -151,7 +156,7 @@ def test_every_policy_loss_and_term_has_a_wiring_case():
     assert set(pl.LOSS_TERMS) == {"kl", "entropy_bonus"}
 
 
-LOSSES = ["vanilla", "simko", "clip_cov", "kl_cov", "dph", "top_entropy", "archer"]
+LOSSES = ["vanilla", "simko", "clip_cov", "kl_cov", "dph", "top_entropy", "archer", "flowrl"]
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -165,6 +170,7 @@ def test_the_trainer_computes_each_policy_loss(name, reference):
     assert torch.allclose(loss[mask], by_hand(name, cfg, forward, record, ref_logp)[mask], atol=1e-6)
     assert set(stats) == set(pl.POLICY_LOSSES[name].metrics) == set(part.stat_names)
     assert part.top_k == (3 if name == "simko" else 0)
+    assert part.needs_log_z == (name == "flowrl")
 
 
 def test_the_trainer_adds_the_kl_and_entropy_terms_with_their_coefficients(reference):

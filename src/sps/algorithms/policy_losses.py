@@ -8,7 +8,8 @@ of one micro-batch, by keyword:
   logp (b, t) with gradients; old_logp (b, t) the rollout policy's; advantages (b,);
   success (b,) bool; mask (b, t) the tokens in the loss; generator, for losses that draw tokens;
   and what the function declares it `needs`: "entropy" (b, t) with gradients, "topk" (topk_logp
-  (b, t, K) with gradients, is_top1 (b, t) bool, entropy (b, t) detached), "reference" (ref_logp (b, t)).
+  (b, t, K) with gradients, is_top1 (b, t) bool, entropy (b, t) detached), "reference" (ref_logp (b, t)),
+  "log_z" (log_z (b,) with gradients: FlowRL's learned log Z(x) of each row's prompt).
 The trainer's forward pass provides exactly the needs of the run's loss and active terms, and
 averages each metric over the valid tokens; `metrics` at registration names them, so a step logs
 them (as 0) even when no row needed a forward pass. cfg is the run's TrainConfig (a loss's own
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from sps.algorithms.flowrl import trajectory_balance_loss
 from sps.algorithms.losses import clipped_ratio_loss, clipped_surrogate, kl_k3
 
 if TYPE_CHECKING:
@@ -187,7 +189,7 @@ def forward_kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 # ---- the registries -----------------------------------------------------------------------------
 
-NEEDS = ("entropy", "topk", "reference")
+NEEDS = ("entropy", "topk", "reference", "log_z")
 CLIP_METRICS = ("clip_ratio/low", "clip_ratio/high", "clip_ratio/region")
 TokenMetrics = dict[str, torch.Tensor]
 
@@ -313,6 +315,17 @@ def archer_loss(cfg: TrainConfig, *, logp, old_logp, advantages, entropy, mask, 
     loss, low, high = archer_surrogate(logp, old_logp, advantages, entropy, mask, ref_logp, cfg.epsilon, p.archer_high_epsilon,
                                        p.archer_entropy_quantile, p.archer_kl_coef, p.dual_clip)
     return loss, clip_metrics(low, high)
+
+
+@register_policy_loss("flowrl", needs=("reference", "log_z"), metrics=("flowrl/log_z", "flowrl/residual", "flowrl/weight"), every_row=True)
+def flowrl_loss(cfg: TrainConfig, *, logp, old_logp, ref_logp, log_z, advantages, mask, **_):
+    """FlowRL's trajectory balance (sps.algorithms.flowrl): w (log Z + mean log pi - beta A - mean log pi_ref)^2 per
+    completion, on each of its tokens (loss_type grpo then averages over completions, as the authors do)."""
+    loss, residual, weight = trajectory_balance_loss(logp, old_logp, ref_logp, log_z, advantages, mask, cfg.policy_loss.flowrl_beta,
+                                                     *clip_range(cfg))
+    per_token = lambda values: values.unsqueeze(-1).expand_as(logp)  # noqa: E731
+    return per_token(loss), {"flowrl/log_z": per_token(log_z.detach()), "flowrl/residual": per_token(residual),
+                             "flowrl/weight": per_token(weight)}
 
 
 @register_loss_term("kl", coef=lambda cfg, entropy_coef: cfg.beta, needs=("reference",), metrics=("kl",))

@@ -29,9 +29,10 @@ def policy_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     included when it is tied to the input embedding. Sharded (DTensor) weights are gathered one
     at a time, so every process must iterate in step (they do: the order is the state dict's). A
     policy with LoRA adapters sends its base with the adapters merged in."""
+    from sps.algorithms.flowrl import split_log_z_head
     from sps.models.lora import has_adapters, merged_weights
 
-    state = dict(merged_weights(model)) if has_adapters(model) else model.state_dict()
+    state = split_log_z_head(dict(merged_weights(model)) if has_adapters(model) else model.state_dict())[0]
     head = model.get_output_embeddings()
     if head is not None and "lm_head.weight" not in state:
         state["lm_head.weight"] = head.weight

@@ -94,6 +94,7 @@ class PolicyForward:
     entropy: torch.Tensor | None = None  # (B, T)
     topk_logps: torch.Tensor | None = None  # (B, T, K) the policy's own K most likely tokens, with gradients
     is_top1: torch.Tensor | None = None  # (B, T) bool: the sampled token is the most likely one
+    log_z: torch.Tensor | None = None  # (B,) FlowRL's log Z(x) of each row's prompt, with gradients
 
 
 def policy_logprobs(
@@ -126,20 +127,27 @@ def head_is_plain(model) -> bool:
 
 
 def policy_forward(
-    model, batch: RolloutBatch, temperature: float, with_entropy: bool = False, top_k: int = 0, chunk_size: int = 0
+    model, batch: RolloutBatch, temperature: float, with_entropy: bool = False, top_k: int = 0, chunk_size: int = 0,
+    with_log_z: bool = False,
 ) -> PolicyForward:
     """The policy's log-probs of the batch's completion tokens (see PolicyForward); entropy with
     gradients when with_entropy; top_k > 0 adds the top-k candidates' log-probs and the entropy
-    (without gradients unless with_entropy). The final hidden states of the real completion tokens
-    go through the LM head chunk_size tokens at a time (0: automatic; sps.algorithms.lm_head), so
-    the full logits are never held; chunk_size -1, and models with modified logits, take the
-    whole-logits path."""
+    (without gradients unless with_entropy); with_log_z adds FlowRL's log Z(x), the model's
+    log_z_head on each prompt's mean final hidden state. The final hidden states of the real
+    completion tokens go through the LM head chunk_size tokens at a time (0: automatic;
+    sps.algorithms.lm_head), so the full logits are never held; chunk_size -1, and models with
+    modified logits, take the whole-logits path."""
+    from sps.algorithms.flowrl import HEAD
+
     device = next(model.parameters()).device
     tokens = batch.completion_ids.to(device)
     if chunk_size < 0 or not head_is_plain(model):
-        return whole_logits_forward(completion_logits(model, batch), tokens, temperature, with_entropy, top_k)
+        logits, prompt_state = completion_forward(model, batch, with_log_z)
+        forward = whole_logits_forward(logits, tokens, temperature, with_entropy, top_k)
+        forward.log_z = getattr(model, HEAD)(prompt_state) if with_log_z else None
+        return forward
     with head_returns_hidden(unwrapped(model)):  # the forward still goes through any wrapper, for its hooks
-        hidden = completion_logits(model, batch)  # (B, T, H): the head passed its input through
+        hidden, prompt_state = completion_forward(model, batch, with_log_z)  # (B, T, H): the head passed its input through
     head = unwrapped(model).get_output_embeddings()
     real = batch.completion_mask.to(device).bool()
     logp, entropy, topk, is_top1 = head_logprobs(
@@ -154,7 +162,8 @@ def policy_forward(
         out[real] = values
         return out
 
-    return PolicyForward(spread(logp), spread(entropy), spread(topk), spread(is_top1, False))
+    log_z = getattr(model, HEAD)(prompt_state) if with_log_z else None
+    return PolicyForward(spread(logp), spread(entropy), spread(topk), spread(is_top1, False), log_z)
 
 
 def whole_logits_forward(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool, top_k: int) -> PolicyForward:
@@ -190,7 +199,13 @@ def head_returns_hidden(model) -> Iterator[None]:
 
 def completion_logits(model, batch: RolloutBatch) -> torch.Tensor:
     """(B, T, V) logits, column t predicting completion token t, with gradients (inside
-    head_returns_hidden: the (B, T, H) final hidden states).
+    head_returns_hidden: the (B, T, H) final hidden states)."""
+    return completion_forward(model, batch)[0]
+
+
+def completion_forward(model, batch: RolloutBatch, with_prompt_state: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(completion_logits, prompt state): with_prompt_state adds each row's mean final hidden state
+    over its prompt's tokens, (B, H) with gradients (FlowRL's log Z input), else None.
 
     Rows that share a prompt (the G completions of a group) share its forward pass: each distinct
     prompt runs once and its KV cache is copied to its rows, then the completions run on top. The
@@ -210,25 +225,36 @@ def completion_logits(model, batch: RolloutBatch) -> torch.Tensor:
     if not (checkpointing or distributed):
         prompts, row_of = torch.unique(torch.cat([ids[:, :lp], mask[:, :lp]], dim=-1), dim=0, return_inverse=True)
         if len(prompts) < len(ids):
-            return shared_prompt_logits(model, ids, mask, positions, prompts, row_of, lp, width)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1)
-    return out.logits[:, :-1]  # the logits at column j predict the token at column j + 1
+            return shared_prompt_logits(model, ids, mask, positions, prompts, row_of, lp, width, with_prompt_state)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1,
+                output_hidden_states=with_prompt_state)
+    state = prompt_mean(out.hidden_states[-1][:, :lp], mask[:, :lp]) if with_prompt_state else None
+    return out.logits[:, :-1], state  # the logits at column j predict the token at column j + 1
 
 
-def shared_prompt_logits(model, ids, mask, positions, prompts, row_of, lp: int, width: int) -> torch.Tensor:
-    """completion_logits with each distinct prompt run once.
+def prompt_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, Lp, H) final hidden states, (B, Lp) prompt mask -> (B, H), their mean over the prompt's tokens."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def shared_prompt_logits(
+    model, ids, mask, positions, prompts, row_of, lp: int, width: int, with_prompt_state: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """completion_forward with each distinct prompt run once.
 
     ids, mask, positions: (B, Lp + T); prompts: (P, 2 Lp) the distinct prompt ids and masks side by
-    side; row_of: (B,) each row's prompt. Returns (B, T, V).
+    side; row_of: (B,) each row's prompt. Returns ((B, T, V), (B, H) or None).
     """
     cache, cache_name = DynamicCache(config=model.config), cache_argument(model)
     prompt_mask = prompts[:, lp:]
     out = model(input_ids=prompts[:, :lp], attention_mask=prompt_mask, position_ids=mask_positions(prompt_mask),
-                use_cache=True, logits_to_keep=1, **{cache_name: cache})
+                use_cache=True, logits_to_keep=1, output_hidden_states=with_prompt_state, **{cache_name: cache})
+    state = prompt_mean(out.hidden_states[-1], prompt_mask)[row_of] if with_prompt_state else None
     first = out.logits[row_of, -1:]  # (B, 1, V): predicts completion token 0
     if width == 1:
-        return first
+        return first, state
     cache.batch_select_indices(row_of)  # differentiable: each row's copy sends its gradient back to the prompt
     out = model(input_ids=ids[:, lp:-1], attention_mask=mask[:, :-1], position_ids=positions[:, lp:-1],
                 use_cache=True, **{cache_name: cache})
-    return torch.cat([first, out.logits], dim=1)
+    return torch.cat([first, out.logits], dim=1), state

@@ -2,7 +2,7 @@
 and verified before they are resumed from.
 
 Layout: <run>/checkpoints/step_000040/{config.json, model.safetensors, tokenizer files, trainer_state.pt,
-optimizer/, manifest.json} (a LoRA run: adapter_config.json and adapter_model.safetensors instead of
+optimizer/, manifest.json; a FlowRL run's log_z_head.pt} (a LoRA run: adapter_config.json and adapter_model.safetensors instead of
 the model files). manifest.json, written last, holds every other file's size and sha256;
 `newest_good_checkpoint` checks them and falls back past a damaged checkpoint. trainer_state.pt
 holds only tensors and plain containers, and is loaded with weights_only=True, so resuming from a
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from sps.algorithms.flowrl import HEAD_FILE, split_log_z_head
 from sps.io import atomic_dir, file_digest
 from sps.training.distributed import World, full_state_dict
 
@@ -96,7 +97,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, tokenizer, state
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    weights = full_state_dict(model)
+    weights, log_z_head = split_log_z_head(full_state_dict(model))
     optimizer_state = get_optimizer_state_dict(model, optimizer)
     final = checkpoint_dir(run_dir, step)
     with atomic_dir(final) if world.is_main else contextlib.nullcontext() as tmp:
@@ -105,6 +106,8 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, tokenizer, state
             dcp.save({"optimizer": optimizer_state}, checkpoint_id=tmp / "optimizer")
         if world.is_main:
             model.save_pretrained(tmp, state_dict=weights)
+            if log_z_head:  # FlowRL's: outside the model's files, which stay a plain Hugging Face folder
+                torch.save(log_z_head, tmp / HEAD_FILE)
             tokenizer.save_pretrained(tmp)
             torch.save(state, tmp / "trainer_state.pt")
             write_manifest(tmp)  # last: a checkpoint without a complete manifest was cut off

@@ -73,6 +73,8 @@ class PolicyLossConfig:
     archer_high_epsilon: float = option(0.5, "archer: clip range of high-entropy tokens, both sides (low-entropy tokens keep epsilon)")
     archer_kl_coef: float = option(0.001, "archer: coefficient of the k3 KL to the start model, averaged over each completion's low-entropy tokens")
     dual_clip: float = option(10.0, "archer: dual-clip c, a negative-advantage token's loss is at most -c A (0 = off)")
+    flowrl_beta: float = option(15.0, "flowrl: beta, the advantage's scale in the trajectory-balance residual (the authors' literal)")
+    flowrl_head_layers: int = option(3, "flowrl: Linear layers of the log Z head on the prompt's mean hidden state (the authors' ProjZ)")
 
 
 @dataclass
@@ -139,7 +141,7 @@ class TrainConfig:
     epsilon_high: float = option(0.0, "upper clip range (0 = same as epsilon; DAPO's clip-higher uses 0.28)")
     beta: float = option(0.0, "KL(pi || reference) coefficient, k3 estimator; 0 loads no reference model")
     entropy_coef: float = option(0.0, "entropy bonus coefficient (the starting one under adaptive_entropy)")
-    loss_mode: str = option("vanilla", "policy loss: vanilla (PPO clip) | simko | clip_cov | kl_cov | dph | top_entropy (80/20 forking tokens) | archer (policy_loss.*; docs/baselines.md)")
+    loss_mode: str = option("vanilla", "policy loss: vanilla (PPO clip) | simko | clip_cov | kl_cov | dph | top_entropy (80/20 forking tokens) | archer | flowrl (trajectory balance with a learned log Z; policy_loss.*; docs/baselines.md)")
     num_iterations: int = option(1, "PPO epochs over each batch of rollouts")
     steps_per_generation: int = option(2, "minibatches (one optimizer step each) per epoch over a batch of rollouts")
     micro_batch_size: int = option(0, "most sequences per forward/backward (0 = 64, or no limit under max_tokens_per_microbatch); lower it to save memory")

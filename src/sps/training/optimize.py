@@ -37,6 +37,7 @@ class LossPart:
     token_loss: Callable[[PolicyForward, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
     needs_entropy: bool = False
     top_k: int = 0  # candidates per token the loss needs (SimKO)
+    needs_log_z: bool = False  # the forward computes FlowRL's log Z(x) (the policy's log_z_head)
     stat_names: tuple[str, ...] = ()  # reported (as 0) even when no row needed a forward pass
 
 
@@ -91,6 +92,7 @@ def optimize(
     losses, grad_norms, nonfinite, broken = [], [], 0, False
     shard_for_training(model)
     model.train()
+    torch.manual_seed(seed)  # dropout (LoRA's, FlowRL's log Z head) draws from the update's seed, so a resumed run repeats it
     for epoch in range(epochs):
         partitions = [
             minibatch_partition(part.batch.input_ids.shape[0], world, num_minibatches, seed + 1000 * epoch + i)
@@ -117,7 +119,7 @@ def optimize(
                     micro = rows[group]
                     sub = part.batch.rows(micro)  # its padding is cut to its own longest completion
                     width = sub.completion_ids.shape[1]
-                    forward = policy_forward(model, sub, temperature, part.needs_entropy, part.top_k, chunk_size)
+                    forward = policy_forward(model, sub, temperature, part.needs_entropy, part.top_k, chunk_size, part.needs_log_z)
                     per_token, stats = part.token_loss(forward, micro)
                     loss = (weights[group, :width].to(device) * per_token).sum()
                     loss.backward()

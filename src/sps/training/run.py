@@ -231,13 +231,14 @@ class RunFiles:
 
     def keep_if_best(self, step: int, avg_at_n: float, model, tokenizer) -> None:
         """Save the policy to <run>/best/ (atomically, with best.json) when avg_at_n beats the kept one."""
+        from sps.algorithms.flowrl import split_log_z_head
         from sps.io import atomic_dir
 
         info_file = self.dir / "best" / "best.json"
         if info_file.is_file() and json.loads(info_file.read_text())["avg_at_n"] >= avg_at_n:
             return
         with atomic_dir(self.dir / "best") as tmp:
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp, state_dict=split_log_z_head(model.state_dict())[0])  # without FlowRL's log Z head
             tokenizer.save_pretrained(tmp)
             (tmp / "best.json").write_text(json.dumps({"step": step, "avg_at_n": avg_at_n, "eval_benchmark": self.cfg.eval_benchmark}))
         print(f"best so far: step {step}, mean Avg@n {avg_at_n:.4f}, kept in {self.dir / 'best'}")

@@ -19,6 +19,7 @@ import torch
 
 from sps.algorithms.advantages import compute_advantages, fill_unscored
 from sps.algorithms.entropy_control import EntropyController
+from sps.algorithms.flowrl import attach_log_z_head
 from sps.algorithms.irl import irl_token_loss, irl_token_weights
 from sps.algorithms.losses import loss_weights
 from sps.algorithms.policy_losses import POLICY_LOSSES, active_terms
@@ -174,8 +175,11 @@ def policy_and_reference(cfg: TrainConfig, start_model: str, checkpoint: Path | 
         model = load_adapters(base, checkpoint) if checkpoint else add_adapters(base, p.r, p.lora_alpha, p.lora_dropout, p.target_modules)
     else:
         model, tokenizer = load_policy(str(checkpoint or start_model), "float32", device)
+    needs = forward_needs(cfg, entropy_coef=0.0)
+    if "log_z" in needs:  # FlowRL's log Z head trains with the policy (sps.algorithms.flowrl)
+        attach_log_z_head(model, cfg.policy_loss.flowrl_head_layers, checkpoint)
     model = parallelize(model, cfg.parallelism, compute_dtype, cfg.cpu_offload, cfg.gradient_checkpointing)
-    if "reference" not in forward_needs(cfg, entropy_coef=0.0):
+    if "reference" not in needs:
         return model, tokenizer, None
     if p.r:
         def reference(rows: RolloutBatch) -> torch.Tensor:
@@ -346,7 +350,7 @@ def rl_part(
             "logp": logps, "old_logp": batch.old_logps[index, :width].to(device), "advantages": advantages[index].to(device),
             "success": success[index].to(device), "mask": mask[index, :width].to(device), "entropy": forward.entropy,
             "topk_logp": forward.topk_logps, "is_top1": forward.is_top1, "generator": generator,
-            "ref_logp": None if ref_logps is None else ref_logps[index, :width].to(device),
+            "ref_logp": None if ref_logps is None else ref_logps[index, :width].to(device), "log_z": forward.log_z,
         }
         loss, stats = policy_loss.fn(cfg, **inputs)
         for term, coef in terms.values():
@@ -357,7 +361,8 @@ def rl_part(
 
     names = policy_loss.metrics + tuple(name for term, _ in terms.values() for name in term.metrics)
     top_k = cfg.policy_loss.simko_top_k if "topk" in needs else 0
-    return LossPart(batch, token_weights, token_loss, needs_entropy="entropy" in needs, top_k=top_k, stat_names=names)
+    return LossPart(batch, token_weights, token_loss, needs_entropy="entropy" in needs, top_k=top_k, stat_names=names,
+                    needs_log_z="log_z" in needs)
 
 
 def with_replay(rollouts: Rollouts, buffer: DemoBuffer, step: int, score, pad_id: int) -> tuple[RolloutBatch, int]:

@@ -36,6 +36,7 @@ def validate(cfg: TrainConfig) -> None:
         (a.outcome_bonus in OUTCOME_BONUSES and a.outcome_bonus_coef >= 0, f"advantage.outcome_bonus must be one of {', '.join(OUTCOME_BONUSES)} and outcome_bonus_coef >= 0"),
         (0 < cfg.policy_loss.top_entropy_quantile <= 1 and 0 <= cfg.policy_loss.archer_entropy_quantile <= 1,
          "policy_loss.top_entropy_quantile must be in (0, 1] and archer_entropy_quantile in [0, 1]"),
+        (cfg.policy_loss.flowrl_head_layers >= 1 and cfg.policy_loss.flowrl_beta >= 0, "policy_loss.flowrl_head_layers must be >= 1 and flowrl_beta >= 0"),
         (cfg.policy_loss.simko_top_k >= 1 and 0 <= cfg.policy_loss.simko_entropy_quantile <= 1, "policy_loss.simko_top_k must be >= 1 and simko_entropy_quantile in [0, 1]"),
         (cfg.adaptive_entropy.delta >= 0 and cfg.adaptive_entropy.coef_min <= cfg.adaptive_entropy.coef_max, "adaptive_entropy.delta must be >= 0 and coef_min <= coef_max"),
         (cfg.num_generations >= 2, "num_generations must be >= 2 (advantages compare completions of a prompt)"),
@@ -80,6 +81,8 @@ def check_world(cfg: TrainConfig, processes: int) -> None:
                          "or some prompts would be dropped")
     if cfg.replay_buffer and processes > 1:
         raise ValueError("config: replay_buffer runs in a single process (its replayed rows differ in number between processes)")
+    if cfg.loss_mode == "flowrl" and processes > 1:
+        raise ValueError("config: loss_mode flowrl runs in a single process (its log Z head is not sharded with the policy yet)")
 
 
 def check_inputs(cfg: TrainConfig, model_path: str, train_data, eval_specs: list[str]) -> None:

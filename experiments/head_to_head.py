@@ -81,6 +81,8 @@ SETTINGS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
     "outcome_bonus": (["--advantage.outcome_bonus", "ucb_con"],
                       {"mean": ["--advantage.outcome_bonus", "ucb_mean"], "batch": ["--advantage.outcome_bonus", "batch"],
                        "c0.5": ["--advantage.outcome_bonus_coef", "0.5"], "b1": ["--advantage.outcome_bonus_baseline", "1"]}),
+    # FlowRL with its authors' aggregation (a mean over completions); main knob beta, the reward's scale.
+    "flowrl": (["--loss_mode", "flowrl", "--loss_type", "grpo"], {f"b{v}": ["--policy_loss.flowrl_beta", v] for v in ("5", "30")}),
 }
 # "sps+<method>" is SPS's IRL step combined with a peer: configs/testbed/sps.yaml with <method>'s
 # settings (its advantage or loss applies to the RL steps; the IRL step is orthogonal to both).

@@ -59,24 +59,21 @@ def run(method: str, seed: int) -> str:
     return f"{method}/seed{seed}: done"
 
 
-def summary(seeds: list[int]) -> dict[str, list[dict]]:
+def summary() -> dict[str, list[dict]]:
     """method -> the test metrics of each finished seed: GRPO and SPS as recorded, every other method
-    from its run folder or, where that is gone, from the head-to-head's own earlier record."""
+    from its run folders, and from the head-to-head's own earlier record for seeds whose folder is gone."""
     recorded = json.loads(RECORDED.read_text())
     found = {"base": [recorded["base"]]}
     for name in ("grpo", "sps"):
         found[name] = [{**recorded[f"{name}_seed{s}"], "seed": s} for s in (0, 1)]
     earlier = json.loads((RESULTS / "head_to_head.json").read_text()) if (RESULTS / "head_to_head.json").is_file() else {}
     for method in METHODS:
-        runs = []
-        for seed in seeds:
-            metrics = RUNS / method / f"seed{seed}" / "test" / "metrics.json"
-            if metrics.is_file():
-                runs.append({**json.loads(metrics.read_text()), "seed": seed})
-            else:
-                runs += [r for r in earlier.get(method, []) if r["seed"] == seed]
+        runs = {r["seed"]: r for r in earlier.get(method, [])}
+        for metrics in (RUNS / method).glob("seed*/test/metrics.json"):
+            seed = int(metrics.parents[1].name.removeprefix("seed"))
+            runs[seed] = {**json.loads(metrics.read_text()), "seed": seed}
         if runs:
-            found[method] = runs
+            found[method] = [runs[seed] for seed in sorted(runs)]
     return found
 
 
@@ -132,7 +129,7 @@ def main() -> None:
         with ThreadPoolExecutor(args.workers) as pool:
             for line in pool.map(lambda job: run(*job), [(m, s) for s in seeds for m in methods]):
                 print(line, flush=True)
-    found = summary(seeds)
+    found = summary()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "head_to_head.json").write_text(json.dumps(found, indent=1) + "\n")
     text = table(found)

@@ -8,11 +8,13 @@ import torch
 from sps.algorithms.irl import (
     all_tokens,
     demo_weights,
+    discriminator_loss,
     first_of_each,
     fork_tokens,
     frequency_score,
     irl_token_loss,
     irl_token_weights,
+    ngram_features,
     select_demos,
     weight_stats,
 )
@@ -47,10 +49,26 @@ def test_max_weight_holds_and_weights_still_sum_to_one():
 
 def test_frequency_weights_are_inverse_powers_of_the_sampling_count():
     counts = torch.tensor([8.0, 2.0, 1.0])
-    w = demo_weights(frequency_score(torch.zeros(3), counts), strength=1.0)
+    w = demo_weights(frequency_score(torch.zeros(3), counts, None), strength=1.0)
     assert torch.allclose(w, torch.tensor([1 / 8, 1 / 2, 1.0]) / (1 / 8 + 1 / 2 + 1), atol=1e-6)
-    w = demo_weights(frequency_score(torch.zeros(3), counts), strength=0.5)  # 8^-0.5 : 2^-0.5 : 1
+    w = demo_weights(frequency_score(torch.zeros(3), counts, None), strength=0.5)  # 8^-0.5 : 2^-0.5 : 1
     assert float(w[0] / w[2]) == pytest.approx(8**-0.5, rel=1e-5)
+
+
+def test_ngram_features_are_per_order_shares_of_hashed_buckets():
+    x = ngram_features([[4, 5, 4, 5], [7]], dim=1 << 20)
+    row = {int(i): float(x[0, i]) for i in x[0].nonzero()}
+    # unigrams 4, 5 (2 of 4 each); bigrams 45 (2 of 3), 54 (1 of 3); trigrams 454, 545 (1 of 2 each)
+    assert sorted(row.values()) == pytest.approx(sorted([0.5, 0.5, 2 / 3, 1 / 3, 0.5, 0.5]))
+    assert x[0].sum() == pytest.approx(3.0) and x[1].sum() == pytest.approx(1.0)  # [7]: one unigram, no longer grams
+    assert torch.equal(x, ngram_features([[4, 5, 4, 5], [7]], dim=1 << 20))  # no salted hash: the same every call
+
+
+def test_discriminator_loss_weighs_each_class_half():
+    logits = torch.tensor([0.0, 0.0, 0.0, 2.0])
+    is_demo = torch.tensor([True, False, False, False])
+    expected = 0.5 * (math.log(2) + (2 * math.log(2) + math.log(1 + math.e**2)) / 3)
+    assert float(discriminator_loss(logits, is_demo)) == pytest.approx(expected)
 
 
 def test_fork_tokens_mark_where_demos_with_a_shared_prefix_continue_differently():

@@ -1,6 +1,7 @@
 """The stateful side of SPS: which steps are IRL steps, the demonstration buffer, and the
 demonstrations a step's rollouts yield."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -8,7 +9,15 @@ import torch
 
 from sps.rollout.base import Completion
 from sps.training.config import SPSConfig, TrainConfig
-from sps.training.sps_phase import DemoBuffer, Update, build_demos, scheduled_phase, step_phase, validate_sps
+from sps.training.sps_phase import (
+    DemoBuffer,
+    Discriminator,
+    Update,
+    build_demos,
+    scheduled_phase,
+    step_phase,
+    validate_sps,
+)
 
 
 def phases(cfg: SPSConfig, steps: int = 6, stats: dict | None = None) -> list[str]:
@@ -51,7 +60,8 @@ def test_each_phase_is_its_list_of_updates():
 
 @pytest.mark.parametrize(("change", "named"), [({"schedule": "sometimes"}, "sps.schedule"), ({"irl_steps": 0}, "sps.rl_steps"),
                                                ({"max_weight": 0.0}, "sps.max_weight"), ({"irl_mode": "pushpull"}, "sps.irl_mode"),
-                                               ({"demo_weighting": "count"}, "sps.demo_weighting"), ({"irl_tokens": "forks"}, "sps.irl_tokens")])
+                                               ({"demo_weighting": "count"}, "sps.demo_weighting"), ({"irl_tokens": "forks"}, "sps.irl_tokens"),
+                                               ({"discriminator_steps": 0}, "sps.discriminator_steps")])
 def test_inconsistent_settings_are_named(change, named):
     with pytest.raises(ValueError, match=named):
         validate_sps(replace(SPSConfig(), **change))
@@ -130,3 +140,40 @@ def test_difficulty_weighting_pulls_harder_on_the_prompts_rarely_solved():
     assert torch.allclose(demos.weight, torch.tensor([1.5, 0.5 / 3, 0.5 / 3, 0.5 / 3]))
     uniform = build_demos(replace(cfg, prompt_weighting="uniform"), [[1], [2]], ["hard", "easy"], rollouts, correct, None, 1, None, pad_id=0)
     assert torch.allclose(uniform.weight, torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3]))
+
+
+def test_the_discriminator_learns_the_demos_density_over_the_policys():
+    # Three distinct demos once each (q = 1/3) against rollouts that sample them 6, 2 and 1 times in 9:
+    # at the optimum the reward is log q - log pi = log(1/2), log(3/2), log(3).
+    discriminator = Discriminator(steps=3000, learning_rate=0.05, l2=0.0)
+    stats = discriminator.fit([[5], [6], [7]], [[5]] * 6 + [[6]] * 2 + [[7]])
+    assert stats["irl/discriminator_loss"] == pytest.approx(math.log(2))  # untrained: logit 0 everywhere
+    reward = discriminator.reward([[5], [6], [7]])
+    assert reward.tolist() == pytest.approx([math.log(0.5), math.log(1.5), math.log(3.0)], abs=0.01)
+
+
+def test_a_reloaded_discriminator_continues_exactly_as_the_uninterrupted_one():
+    demos, rollouts = [[5, 6], [5, 8, 9]], [[5, 6]] * 3 + [[5, 8, 9], [4]]
+    whole = Discriminator(steps=5, learning_rate=0.05, l2=1e-3)
+    whole.fit(demos, rollouts)
+    whole.fit(demos[:1], rollouts[1:])
+    first = Discriminator(steps=5, learning_rate=0.05, l2=1e-3)
+    first.fit(demos, rollouts)
+    resumed = Discriminator(steps=5, learning_rate=0.05, l2=1e-3)
+    resumed.load_state_dict(first.state_dict())
+    resumed.fit(demos[:1], rollouts[1:])
+    assert torch.equal(resumed.params, whole.params)
+
+
+def test_adversarial_weighting_pulls_hardest_on_the_demo_the_discriminator_finds_least_policy_like():
+    cfg = SPSConfig(demo_source="batch", dedup=True, reshape_strength=1.0, max_weight=1.0, demo_weighting="adversarial")
+    # Same likelihoods, so only the learned reward can tell the demos apart: [5, 6] is sampled 3 times.
+    rollouts = [[completion([5, 6], -0.5), completion([5, 6], -0.5), completion([5, 6], -0.5), completion([5, 8, 9], -0.5)]]
+    discriminator = Discriminator(steps=200, learning_rate=0.05, l2=1e-3)
+    demos = build_demos(cfg, [[1, 2]], ["a"], rollouts, [[True] * 4], None, 1, None, pad_id=0, discriminator=discriminator)
+    assert demos.batch.texts == ["5 6", "5 8 9"]
+    reward = discriminator.reward([[5, 6], [5, 8, 9]])
+    assert reward[1] > 0 > reward[0]  # rare: more demo than rollout; common: the other way round
+    assert torch.allclose(demos.weight, torch.softmax(reward, 0).float(), atol=1e-6)
+    assert demos.weight[1] > 0.6
+    assert demos.stats["irl/discriminator_accuracy"] == 0.5  # measured before its first training: logit 0 calls all "rollout"

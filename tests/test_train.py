@@ -136,6 +136,22 @@ def test_sps_alternates_rl_and_irl_steps_and_logs_its_demonstrations(random_llam
     assert all(r["buffer/prompts"] >= 1 for r in log[1:])
 
 
+def test_adversarial_irl_trains_its_discriminator_and_a_resumed_run_repeats_the_uninterrupted_one(random_llama, tmp_path):
+    sps = replace(TrainConfig().sps, rl_steps=1, irl_steps=1, demo_source="buffer", demo_weighting="adversarial")
+    cfg = tiny_run(random_llama, tmp_path / "whole", algorithm="sps", sps=sps, train_size=8, prompts_per_step=8,
+                   num_generations=8, max_steps=6, eval_every=-1, probe_problems=0, save_every=2)
+    whole = rows(train(cfg, show_progress=False))
+    irl = [r for r in whole if "irl/discriminator_loss" in r]
+    assert len(irl) >= 2, "the discriminator trained on fewer than two IRL steps"
+    assert all(r["nonfinite_updates"] == 0 for r in whole)
+    assert irl[-1]["irl/discriminator_loss"] < irl[0]["irl/discriminator_loss"]  # 0.693 untrained: it learned
+    halves = replace(cfg, output_dir=str(tmp_path / "halves"))
+    train(replace(halves, max_steps=4), show_progress=False)
+    resumed = rows(train(halves, show_progress=False))
+    for key in ("irl/discriminator_loss", "irl/effective_demos", "loss"):
+        assert [r.get(key, 0.0) for r in resumed] == pytest.approx([r.get(key, 0.0) for r in whole], rel=1e-6), key
+
+
 def test_replay_control_adds_buffered_rows_to_the_rl_batch(random_llama, tmp_path):
     cfg = tiny_run(random_llama, tmp_path / "run", replay_buffer=True, train_size=16, prompts_per_step=16, num_generations=8,
                    max_steps=4, eval_every=-1, probe_problems=0, save_every=100)

@@ -71,19 +71,53 @@ def demo_weights(mean_logps: torch.Tensor, strength: float, max_weight: float = 
     return weights.float()
 
 
-def likelihood_score(mean_logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+def likelihood_score(mean_logps: torch.Tensor, counts: torch.Tensor, learned_reward: torch.Tensor | None) -> torch.Tensor:
     """How likely the policy finds each demo, by its mean token log-likelihood. (d,), (d,) -> (d,)."""
     return mean_logps
 
 
-def frequency_score(mean_logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+def frequency_score(mean_logps: torch.Tensor, counts: torch.Tensor, learned_reward: torch.Tensor | None) -> torch.Tensor:
     """How likely the policy finds each demo, by how often it was sampled: log count. A trajectory
     the policy samples 8 times as often gets 8^-lambda of the weight, whatever its length. (d,), (d,) -> (d,)."""
     return counts.double().clamp_min(1).log()
 
 
+def adversarial_score(mean_logps: torch.Tensor, counts: torch.Tensor, learned_reward: torch.Tensor | None) -> torch.Tensor:
+    """How policy-like each demo looks to a discriminator trained to tell demonstrations from fresh
+    rollouts: minus its logit, the learned reward r = log D - log(1 - D) of adversarial IRL. The
+    weights softmax(lambda r) are a reward-weighted regression step on that reward. (d,) -> (d,)."""
+    if learned_reward is None:
+        raise ValueError("demo_weighting adversarial needs the discriminator's reward of each demo")
+    return -learned_reward
+
+
 # sps.demo_weighting -> the score s whose softmax(-lambda * s) weights a prompt's demos.
-DEMO_SCORES = {"likelihood": likelihood_score, "frequency": frequency_score}
+DEMO_SCORES = {"likelihood": likelihood_score, "frequency": frequency_score, "adversarial": adversarial_score}
+
+
+def ngram_features(sequences: list[list[int]], dim: int, orders: tuple[int, ...] = (1, 2, 3)) -> torch.Tensor:
+    """Each sequence's n-grams of every order, hashed into `dim` buckets: per order, the count in each
+    bucket divided by the sequence's number of n-grams of that order, so length does not weigh.
+    The hash is arithmetic on the token ids (not Python's salted hash()), so features, and the
+    discriminator trained on them, are the same in every process and after a resume. Returns (n, dim)."""
+    features = torch.zeros(len(sequences), dim, dtype=torch.float64)
+    for i, seq in enumerate(sequences):
+        for n in orders:
+            grams = [seq[t : t + n] for t in range(len(seq) - n + 1)]
+            for gram in grams:
+                bucket = n
+                for token in gram:
+                    bucket = (bucket * 1_000_003 + token + 1) % 2_147_483_647
+                features[i, bucket % dim] += 1.0 / len(grams)
+    return features
+
+
+def discriminator_loss(logits: torch.Tensor, is_demo: torch.Tensor) -> torch.Tensor:
+    """Logistic loss of a demonstration-vs-rollout discriminator, each class's mean weighing half, so
+    at its optimum D = q / (q + pi) and the logit is log q - log pi: the demonstrations' density
+    over the policy's, whatever the class sizes. logits, is_demo (bool): (n,) -> a scalar."""
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, is_demo.to(logits.dtype), reduction="none")
+    return 0.5 * (losses[is_demo].mean() + losses[~is_demo].mean())
 
 
 def all_tokens(sequences: list[list[int]], width: int) -> torch.Tensor:

@@ -12,7 +12,9 @@ from sps.algorithms.irl import (
     DEMO_SCORES,
     IRL_TOKEN_SCOPES,
     demo_weights,
+    discriminator_loss,
     first_of_each,
+    ngram_features,
     select_demos,
     weight_stats,
 )
@@ -58,6 +60,8 @@ def validate_sps(cfg: SPSConfig) -> None:
         (0 < cfg.max_weight <= 1, "sps.max_weight must be in (0, 1]"),
         (cfg.irl_epsilon > 0, "sps.irl_epsilon must be > 0"),
         (cfg.pull_coef >= 0 and cfg.push_coef >= 0, "sps.pull_coef and sps.push_coef must be >= 0"),
+        (cfg.discriminator_steps >= 1 and cfg.discriminator_learning_rate > 0 and cfg.discriminator_l2 >= 0,
+         "sps.discriminator_steps must be >= 1, discriminator_learning_rate > 0 and discriminator_l2 >= 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -180,6 +184,57 @@ class DemoBuffer:
                         for pid, found in state["entries"].items()}
 
 
+class Discriminator:
+    """Adversarial IRL's learned reward (sps.demo_weighting adversarial): a logistic regression on
+    the hashed n-grams of a completion's tokens (sps.algorithms.irl.ngram_features) that tells the
+    demonstrations from the policy's fresh rollouts of the same prompts. Every IRL step trains it
+    for `steps` full-batch Adam steps from where the last one stopped, so it keeps chasing the
+    policy; its reward is its logit, which at the optimum is log q - log pi. A linear model on
+    n-grams generalises across trajectories that share pieces, which the exact likelihood does not."""
+
+    FEATURES = 4096  # hash buckets: far more than the testbed's or a short answer's distinct n-grams
+
+    def __init__(self, steps: int, learning_rate: float, l2: float):
+        self.steps, self.l2 = steps, l2
+        self.params = torch.zeros(self.FEATURES + 1, dtype=torch.float64, requires_grad=True)  # weights, then bias
+        self.optimizer = torch.optim.Adam([self.params], lr=learning_rate)
+
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
+        return features @ self.params[:-1] + self.params[-1]
+
+    def reward(self, sequences: list[list[int]]) -> torch.Tensor:
+        """r = log D - log(1 - D) of each completion's token ids. Returns (n,) float64."""
+        with torch.no_grad():
+            return self._logits(ngram_features(sequences, self.FEATURES))
+
+    def fit(self, demos: list[list[int]], rollouts: list[list[int]]) -> dict[str, float]:
+        """Train on demonstrations (label 1) against rollouts (label 0); returns its loss and
+        balanced accuracy on them, before this round of training."""
+        features = ngram_features(demos + rollouts, self.FEATURES)
+        is_demo = torch.arange(len(features)) < len(demos)
+        with torch.no_grad():
+            before = self._logits(features)
+        stats = {
+            "irl/discriminator_loss": float(discriminator_loss(before, is_demo)),
+            "irl/discriminator_accuracy": 0.5 * float((before[is_demo] > 0).double().mean() + (before[~is_demo] <= 0).double().mean()),
+        }
+        with torch.enable_grad():  # the demos are built under no_grad
+            for _ in range(self.steps):
+                self.optimizer.zero_grad()
+                loss = discriminator_loss(self._logits(features), is_demo) + self.l2 * self.params[:-1].pow(2).sum()
+                loss.backward()
+                self.optimizer.step()
+        return stats
+
+    def state_dict(self) -> dict:
+        return {"params": self.params.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.params.copy_(state["params"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
 @dataclass
 class DemoBatch:
     """The demonstrations of one IRL update. Row i: a demo with its direction (+1 pull, -1 push),
@@ -203,11 +258,14 @@ def build_demos(
     step: int,
     score,
     pad_id: int,
+    discriminator: Discriminator | None = None,
 ) -> DemoBatch | None:
     """Select and weight the demonstrations of every prompt; None when there are none.
 
     score(batch) -> (B, T) log-probs of the rows under the current policy (no gradient): used for
     buffered demos, which carry no rollout log-probs. Rollout log-probs serve batch demos.
+    discriminator (demo_weighting adversarial): trained here on the distinct correct candidates
+    against this step's rollouts, then scores the candidates.
     """
     candidates = []  # per prompt: (completions, correct flags, times each was sampled)
     for p, pid in enumerate(problem_ids):
@@ -226,7 +284,19 @@ def build_demos(
         pool.old_logps = score(pool) * pool.completion_mask
     mean_logps = pool.old_logps.sum(-1) / pool.completion_mask.sum(-1).clamp(min=1)
     counts = torch.tensor([n for _, _, times in candidates for n in times], dtype=torch.float)
-    demo_score = DEMO_SCORES[cfg.demo_weighting](mean_logps, counts)  # (N,)
+    learned_reward, learned_stats = None, {}
+    if discriminator is not None:
+        # The positives sample q: each prompt's distinct correct trajectories, once each.
+        correct_rows = [i for i, ok in enumerate(ok for _, flags, _ in candidates for ok in flags) if ok]
+        per_prompt = [f"{p}\x00{c.text}" for p, c in rows]
+        distinct = first_of_each(per_prompt, torch.tensor(correct_rows, dtype=torch.long)).tolist()
+        if distinct:
+            rows_ids = [c.token_ids for _, c in rows]
+            learned_stats = discriminator.fit([rows_ids[i] for i in distinct], [c.token_ids for group in rollouts for c in group])
+            learned_reward = discriminator.reward(rows_ids)
+        else:
+            learned_reward = torch.zeros(len(rows), dtype=torch.float64)  # nothing to learn from: uniform
+    demo_score = DEMO_SCORES[cfg.demo_weighting](mean_logps, counts, learned_reward)  # (N,)
     token_scope = torch.zeros_like(pool.completion_mask, dtype=torch.bool)  # (N, T), set per prompt below
 
     # How much each prompt's demonstrations weigh, from how often this step's rollouts solved it.
@@ -276,6 +346,7 @@ def build_demos(
         "irl/effective_demos": sum(effective) / len(effective) if effective else 0.0,
         "irl/weight_entropy": sum(entropies) / len(entropies) if entropies else 0.0,
         "irl/demo_mean_logp": float(mean_logps[index].mean()),
+        **learned_stats,
     }
     stats["irl/scoped_token_fraction"] = float(token_scope[index].sum() / pool.completion_mask[index].sum())
     batch = pool.rows(index)

@@ -40,7 +40,7 @@ from sps.training.metrics import rollout_metrics
 from sps.training.optimize import LossPart, optimize
 from sps.training.rollouts import Rollouts, record_rollouts
 from sps.training.run import RunFiles
-from sps.training.sps_phase import DemoBatch, DemoBuffer, Update, build_demos, step_phase
+from sps.training.sps_phase import DemoBatch, DemoBuffer, Discriminator, Update, build_demos, step_phase
 from sps.training.validate import check_inputs, check_world, validate
 
 
@@ -93,6 +93,9 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)))
     needs_buffer = (cfg.algorithm == "sps" and cfg.sps.demo_source == "buffer") or cfg.replay_buffer
     buffer = DemoBuffer(cfg.sps.buffer_window, cfg.sps.buffer_size) if needs_buffer else None
+    # Adversarial IRL's discriminator (sps.demo_weighting adversarial) keeps training across steps.
+    discriminator = (Discriminator(cfg.sps.discriminator_steps, cfg.sps.discriminator_learning_rate, cfg.sps.discriminator_l2)
+                     if cfg.algorithm == "sps" and cfg.sps.demo_weighting == "adversarial" else None)
     adaptive = cfg.adaptive_entropy
     entropy_control = (
         EntropyController(cfg.entropy_coef, adaptive.target, adaptive.delta, adaptive.coef_min, adaptive.coef_max)
@@ -108,6 +111,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
         nonfinite_streak = state["nonfinite_streak"]
         if buffer is not None:
             buffer.load_state_dict(state["buffer"])
+        if discriminator is not None:
+            discriminator.load_state_dict(state["discriminator"])
         if state.get("entropy_control"):
             entropy_control.load_state_dict(state["entropy_control"])
         shaping_state = state.get("shaping", {})
@@ -121,7 +126,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                 step += 1
                 metrics = training_step(
                     cfg, world, step, model, tokenizer, reference, engine, grader, prompts, template,
-                    sampling, optimizer, buffer, entropy_control, shaping_state,
+                    sampling, optimizer, buffer, discriminator, entropy_control, shaping_state,
                 )
                 if notices:  # what resuming found (a damaged checkpoint skipped, leftovers removed)
                     metrics["notices"], notices = notices, []
@@ -144,6 +149,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
                         "prompts": prompts.state_dict(),
                         "nonfinite_streak": nonfinite_streak,
                         "buffer": buffer.state_dict() if buffer is not None else None,
+                        "discriminator": discriminator.state_dict() if discriminator is not None else None,
                         "entropy_control": entropy_control.state_dict(),
                         "shaping": shaping_state,
                         "config": asdict(cfg),
@@ -195,7 +201,8 @@ def policy_and_reference(cfg: TrainConfig, start_model: str, checkpoint: Path | 
 
 def training_step(
     cfg: TrainConfig, world: World, step: int, model, tokenizer, reference, engine, grader, prompts, template,
-    sampling: SamplingParams, optimizer, buffer: DemoBuffer | None, entropy_control: EntropyController, shaping_state: dict,
+    sampling: SamplingParams, optimizer, buffer: DemoBuffer | None, discriminator: Discriminator | None,
+    entropy_control: EntropyController, shaping_state: dict,
 ) -> dict[str, float]:
     """Sample, grade and update once; returns the step's metrics."""
     start = time.monotonic()
@@ -244,7 +251,7 @@ def training_step(
     with torch.no_grad():
         if phase.needs_demos:
             demos = build_demos(cfg.sps, prompt_ids, rollouts.problem_ids, groups, success.tolist(), buffer, step, score,
-                                tokenizer.pad_token_id)
+                                tokenizer.pad_token_id, discriminator)
         if world.size > 1 and float(world.sum(torch.tensor(float(demos is not None)))) < world.size:
             demos = None  # every process must take the same updates: skip IRL unless all have demos
         if cfg.replay_buffer:

@@ -45,6 +45,13 @@ CONFIGS: dict[str, list[str]] = {
     "pkpo-k16": [*PKPO, "--advantage.k", "16"],
     # A candidate new SPS default (issue 24): demonstrations of the prompts rarely solved weigh more.
     "sps-difficulty": ["--sps.prompt_weighting", "difficulty"],
+    # Another (issue 24): adversarial IRL, demos weighted by a learned discriminator's reward, at lambda 1 and 3.
+    "sps-adversarial": ["--sps.demo_weighting", "adversarial"],
+    "sps-adversarial-l3": ["--sps.demo_weighting", "adversarial", "--sps.reshape_strength", "3"],
+    # Its controls: no learned reward at all (uniform weights), and a discriminator trained harder.
+    "sps-lambda0": ["--sps.reshape_strength", "0"],
+    "sps-adversarial-l3-d50": ["--sps.demo_weighting", "adversarial", "--sps.reshape_strength", "3",
+                               "--sps.discriminator_steps", "50", "--sps.discriminator_l2", "1e-4"],
 }
 SPS_FAMILY = ("sps", "sps+pkpo-k8")  # SPS's configurations: its frontier is read at a peer's Pass@1
 PKPO_FAMILY = ("pkpo", "pkpo-k8", "pkpo-k16")  # PKPO's knob curve, read at SPS's Pass@1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,10 +59,12 @@ RUNS = {
 # rollouts differ by a sampled token (0.037); simko's and the entropy bonus's again when the head's
 # backward went in place (the same operations in another order).
 # torch's CPU kernels sum in an order that depends on the instruction set it dispatches to
-# (torch.backends.cpu.get_cpu_capability()), so each gives its own hashes: AVX2's recorded as above,
-# AVX512's on an AMD EPYC (issue 24's session; AVX2's reproduced there with ATEN_CPU_CAPABILITY=avx2).
+# (torch.backends.cpu.get_cpu_capability()) and MKL's on the CPU's maker, so each pair gives its own
+# hashes: AVX2's recorded as above and reproduced on an AMD EPYC with ATEN_CPU_CAPABILITY=avx2,
+# AVX512's there (issue 24's session); both on an Intel Xeon with AMX the next day, where the code
+# of the session before gave the same hashes as this one and neither AMD set.
 HASHES = {
-    "AVX2": {
+    ("AVX2", "AuthenticAMD"): {
         "grpo": "d97406b92370960f5dba527d696da458480e04008ab5251cb3cd836f30db8581",
         "sps": "ee4a6dcdff03c2deea8a63ab443829db671a9c938fcb6418e5bf896790039e95",
         "sps-reuse": "25c2814f936f0b6b6656dd9f33b38351d409350bb663c0d7dd8599bb183b7bb9",
@@ -75,7 +78,7 @@ HASHES = {
         "entropy": "de7cc80dfc51bb88da3220cfb9ad6208a2d5e0dea084bbe638d91f71b80e7be9",
         "replay": "43f47aa6bcd9dc34cb9d9b3deebda02064b0afc8e61b0b132efb892bf386163d",
     },
-    "AVX512": {
+    ("AVX512", "AuthenticAMD"): {
         "grpo": "ebbb4fabe86b34c2bb12f479f50250ee6fe1335eac28261e695da65d3214b28c",
         "sps": "5feaab6054fdb406871a42f067b4050ab664c5a6524234a25bf38b805384d6f7",
         "sps-reuse": "cf2813b6e9e5ac2e9f14dcac0e4cf74006e6961b4342ea9287da113fe6d00b10",
@@ -89,7 +92,44 @@ HASHES = {
         "entropy": "afd9b2226abdaada624e75d7f1eb74e7c0935f3f6f43dba19ecafa844c74faf4",
         "replay": "985692ec951c685ccf012698626f3044b5fc7341d223ecf002d6eeafc481358d",
     },
+    ("AVX2", "GenuineIntel"): {
+        "grpo": "a4bee1145f9f4434750f7a6718782b67e40c7c142c12fdd5f3ad4387cd9742ac",
+        "sps": "908b9c34f85642ad377d6bf839c3604c649e0b5ef6af3113e2569dc7986fd25f",
+        "sps-reuse": "807106ab8dc80d8b9410aa1b2cb9132c2e0024ef2d7bffc89f2bf02981679139",
+        "sps-joint": "de333d4de2f28d1a79bce0072daf2dc624242ffa04beed0fa2a0a8c1d6316284",
+        "sps-batch-pullpush": "8b411949613e69b16cf823cc5834e1c319af2e8fb708e24b7470f946c07f68dc",
+        "simko": "faa816a638f347241b0944867c5ab03d0f98bcb6f3f0df895a9a8942f9e66501",
+        "dph-kl": "f564303d7608d18b5c54a5b3c2c59b52382e0beeec3337dc3ae8bbba2c120f3b",
+        "pkpo-shaped": "128ffefbdf2fef85fa54932778ce1e24f66f05ef8555641d7b6779b8af8bc229",
+        "clip_cov": "94ae942ae3652078226fcbb4b97dc9b9b0cdfa26c80175a5892b0d53709226e5",
+        "kl_cov": "1568480abd605df58469cd37cdd683cdba25d23080e77aa232fb6c36811a0030",
+        "entropy": "7de0509bd14a5613cb56177edc7e2c4e016fdbc52fa6fe4d880c31849d51bedc",
+        "replay": "fcd7561a4316798911decca7360dd25ffa41310e281cd79f379eafa4e3828cf0",
+    },
+    ("AVX512", "GenuineIntel"): {
+        "grpo": "97e896cc89b67c15fa26a0e3c8eeb0d00d5def1730ddce1b61158481ecbcc412",
+        "sps": "35096e142e053716f889802fa77fa05e7e564a10a3181a8d2156bf1512404b98",
+        "sps-reuse": "d55361ac45d55bbdbd2760df3614b1c8f67c4e87ba40ea3ae7dd5870b144ac8c",
+        "sps-joint": "4ba7702a6d974a6d4544d6188d967e71a87dcacedcdbdcac80486f6c66957f30",
+        "sps-batch-pullpush": "2a4e413dd40dd8b758f4506c17301a7552d27b40af2d4453945d636daa4cae78",
+        "simko": "4e5dbbe139ed8d99f067bbbbcc0d2bbeede910ab0638424dfb709b3cda670bb3",
+        "dph-kl": "5f13d4b5f3e58b3edd4cc16672f0790485dfe3af01db58f03d092fb5ef819b91",
+        "pkpo-shaped": "0d0fc50d514cce420882254d37f7070e83af0d0512a234ad76a867a2042edcd3",
+        "clip_cov": "d75839872a13708b16fe9b5bbf0e4d836f1ccdb75860cca98817823cbd89bfac",
+        "kl_cov": "a1b194ea5b67952dc4fa69482583f5016715d01ac8b12975a0dd043373a3b8af",
+        "entropy": "c8d9b099c9348e82a95ee4a4f0a6268c400c72cf8e96fd8fb3b67d36d70f7cbd",
+        "replay": "c7797cecfee682ab8253c0dc8324c83b0f947de585c7ae48db06eee353ddf432",
+    },
 }
+
+
+def cpu_vendor() -> str:
+    """The CPU's maker as Linux names it (GenuineIntel, AuthenticAMD), or "unknown"."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "unknown")
 
 
 def weights_hash(folder) -> str:
@@ -114,7 +154,8 @@ def test_three_steps_give_the_recorded_weights(random_llama, tmp_path, name):
     if os.environ.get("SPS_RECORD_HASHES"):
         print(f'        "{name}": "{found}",')
         return
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability not in HASHES:
-        pytest.skip(f"no hashes recorded for {capability} kernels: record them with SPS_RECORD_HASHES=1, or run with ATEN_CPU_CAPABILITY=avx2")
-    assert found == HASHES[capability][name]
+    machine = (torch.backends.cpu.get_cpu_capability(), cpu_vendor())
+    if machine not in HASHES:
+        pytest.skip(f"no hashes recorded for {machine[0]} kernels on {machine[1]}: record them with SPS_RECORD_HASHES=1, "
+                    "or run with ATEN_CPU_CAPABILITY=avx2")
+    assert found == HASHES[machine][name]

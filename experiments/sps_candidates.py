@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 from ablation import RESULTS, held_out_eval, run_metrics
-from head_to_head import folder_of, job
-from sps_vs_pkpo import CONFIGS, RUNS
+from head_to_head import folder_of
+from sps_vs_pkpo import CONFIGS, RUNS, train_configs
 
 OUT = RESULTS / "sps_candidates.json"
 SPLITS = {"val": "countdown-val", "test": "countdown-test"}
@@ -38,20 +37,16 @@ def main() -> None:
     if unknown := [c for c in configs if c not in candidates]:
         raise SystemExit(f"unknown configs {unknown}; known: {', '.join(candidates)}")
     if not args.summary:
-        evaluation = {args.split: held_out_eval(SPLITS[args.split])}
-        jobs = [(name, seed) for seed in seeds for name in configs]
-        with ThreadPoolExecutor(args.workers) as pool:
-            for line in pool.map(lambda j: job(RUNS, j[0], CONFIGS[j[0]], j[1], 100, evaluation, []), jobs):
-                print(line, flush=True)
+        train_configs(configs, seeds, {args.split: held_out_eval(SPLITS[args.split])}, args.workers)
     record = json.loads(OUT.read_text()) if OUT.is_file() else {}
     for name in configs:
         entry = record.setdefault(name, {"overrides": CONFIGS[name], "val": {}, "test": {}})
         for split in SPLITS:
-            for metrics in folder_of(RUNS, name, 0).parent.glob(f"seed*/{split}/metrics.json"):
+            for metrics in sorted(folder_of(RUNS, name, 0).parent.glob(f"seed*/{split}/metrics.json")):
                 seed = metrics.parents[1].name.removeprefix("seed")
                 entry[split][seed] = run_metrics(metrics.parents[1], split)
         print(name, {split: {seed: (round(m["pass@1"], 3), round(m["pass@64"], 3)) for seed, m in entry[split].items()} for split in SPLITS})
-    OUT.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    OUT.write_text(json.dumps(record, indent=1) + "\n")  # no sort_keys: it would order the curves' k as strings
 
 
 if __name__ == "__main__":

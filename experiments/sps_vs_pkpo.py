@@ -192,6 +192,14 @@ def plot(pass1: np.ndarray, pass64: np.ndarray, configs: list[str], path: Path) 
     finish(fig, [ax], "SPS and PKPO: each seed (dots) and the mean", path)
 
 
+def train_configs(configs: list[str], seeds: list[int], evaluations: dict[str, list[str]], workers: int) -> None:
+    """Train (resuming) and evaluate every configuration on every seed, `workers` runs at a time."""
+    jobs = [(name, seed) for seed in seeds for name in configs]
+    with ThreadPoolExecutor(workers) as pool:
+        for line in pool.map(lambda j: job(RUNS, j[0], CONFIGS[j[0]], j[1], 100, evaluations, []), jobs):
+            print(line, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="sps,sps+pkpo-k8,pkpo,pkpo-k8,pkpo-k16", help=f"comma-separated, from {', '.join(CONFIGS)}")
@@ -203,11 +211,7 @@ def main() -> None:
     if unknown := [c for c in configs if c not in CONFIGS]:
         raise SystemExit(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
     if not args.summary:
-        test = {"test": held_out_eval("countdown-test")}
-        jobs = [(name, seed) for seed in seeds for name in configs]
-        with ThreadPoolExecutor(args.workers) as pool:
-            for line in pool.map(lambda j: job(RUNS, j[0], CONFIGS[j[0]], j[1], 100, test, []), jobs):
-                print(line, flush=True)
+        train_configs(configs, seeds, {"test": held_out_eval("countdown-test")}, args.workers)
     pass1, pass64, n = load(configs, seeds)
     rows = summarise(bootstrap(pass1, pass64, configs, REPLICATES))
     OUT.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """`torchrun --nproc_per_node 2 -m sps.cli train` with FSDP2 sharding: a SIGKILLed run resumes
-without repeating or skipping a step, and its checkpoints load with `from_pretrained`."""
+without repeating or skipping a step, and its checkpoints and best policy load with `from_pretrained`."""
 
 import json
 import os
@@ -20,8 +20,9 @@ from sps.training.checkpoint import list_checkpoints
 SETTINGS = dict(  # a random tied model earns no reward: the entropy bonus makes every step update it
     algorithm="grpo", train_data="countdown-train", train_size=16, prompts_per_step=4, num_generations=4,
     max_completion_length=12, learning_rate=1e-2, entropy_coef=0.01, max_steps=4, save_every=2, keep_checkpoints=2,
-    eval_every=4, eval_limit=4, eval_n=2, probe_problems=2, threads=1, parallelism="fsdp",
+    eval_every=4, eval_limit=4, eval_n=2, probe_problems=2, threads=1, parallelism="fsdp", keep_best=True,
 )
+TIMEOUT = 300  # seconds: a collective that one process never joins hangs the run instead of failing it
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -34,9 +35,9 @@ def command(config_file: Path, port: int) -> list[str]:
     return [launcher, "--nproc_per_node", "2", "--master_port", str(port), "-m", "sps.cli", "train", "--config", str(config_file)]
 
 
-def config(tmp_path: Path, name: str, model: Path) -> Path:
+def config(tmp_path: Path, name: str, model: Path, **changes) -> Path:
     file = tmp_path / f"{name}.yaml"
-    file.write_text(yaml.safe_dump({**SETTINGS, "model": str(model), "output_dir": str(tmp_path / name)}))
+    file.write_text(yaml.safe_dump({**SETTINGS, "model": str(model), "output_dir": str(tmp_path / name), **changes}))
     return file
 
 
@@ -47,7 +48,7 @@ def test_killed_sharded_run_resumes_exactly_and_saves_loadable_checkpoints(rando
 
     model = tied_copy(random_llama, tmp_path / "tied")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(command(config(tmp_path, "whole", model), 29531), check=True, env=env, capture_output=True)
+    subprocess.run(command(config(tmp_path, "whole", model), 29531), check=True, env=env, capture_output=True, timeout=TIMEOUT)
     whole = rows(tmp_path / "whole")
     assert [r["step"] for r in whole] == [1, 2, 3, 4]
     assert all(r["grad_norm"] > 0 for r in whole)
@@ -66,7 +67,7 @@ def test_killed_sharded_run_resumes_exactly_and_saves_loadable_checkpoints(rando
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert [step for step, _ in list_checkpoints(tmp_path / "killed")][-1] in (2, 4)
-    subprocess.run(command(killed, 29533), check=True, env=env, capture_output=True)
+    subprocess.run(command(killed, 29533), check=True, env=env, capture_output=True, timeout=TIMEOUT)
     resumed = rows(tmp_path / "killed")
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     for a, b in zip(whole, resumed):
@@ -81,3 +82,9 @@ def test_killed_sharded_run_resumes_exactly_and_saves_loadable_checkpoints(rando
         assert torch.equal(weight, loaded[1].state_dict()[name]), name
     assert max(float((loaded[0].state_dict()[k] - start[k]).abs().max()) for k in start) > 1e-3
     assert torch.equal(loaded[0].lm_head.weight, loaded[0].model.embed_tokens.weight)
+    # keep_best gathers the sharded weights on every process: no reward, so the start model stays the best.
+    for run in ("whole", "killed"):
+        assert json.loads((tmp_path / run / "best" / "best.json").read_text())["step"] == 0
+        best = AutoModelForCausalLM.from_pretrained(tmp_path / run / "best").state_dict()
+        assert all(torch.equal(best[k], start[k]) for k in start)
+

@@ -165,6 +165,7 @@ class RunFiles:
         evals/step_N/benchmarks.json (their names in order and the mean Avg@n)."""
         if self.cfg.eval_every < 0:
             return
+        mean_avg = None  # known to the main process, which evaluates
         if self.world.is_main:
             from sps.tasks.benchmarks import load_benchmark, split_specs
 
@@ -180,8 +181,8 @@ class RunFiles:
             for name, metrics in results.items():
                 summary = {f"pass@{k}": v for k, v in metrics["pass_at_k"].items()} | {"avg@n": metrics["avg_at_n"]}
                 print(f"eval step {step}{' ' + name if several else ''}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-            if cfg.keep_best:
-                self.keep_if_best(step, mean_avg, model, tokenizer)
+        if self.cfg.keep_best:
+            self.keep_if_best(step, mean_avg, model, tokenizer)
         self.world.barrier()
 
     def evaluate_one(self, step: int, benchmark, folder: Path, engine, tokenizer) -> dict:
@@ -229,16 +230,24 @@ class RunFiles:
             kept = [r for r in read_jsonl(probes_file) if r["step"] != step]
             atomic_write_jsonl(probes_file, kept + [{"step": step, "probe": i, "mean_logp": lp} for i, lp in enumerate(logps)])
 
-    def keep_if_best(self, step: int, avg_at_n: float, model, tokenizer) -> None:
-        """Save the policy to <run>/best/ (atomically, with best.json) when avg_at_n beats the kept one."""
+    def keep_if_best(self, step: int, avg_at_n: float | None, model, tokenizer) -> None:
+        """Save the policy to <run>/best/ (atomically, with best.json) when avg_at_n, the main
+        process's (None in the others), beats the kept one. Every process calls it: a sharded
+        model's full weights are gathered from all of them."""
         from sps.algorithms.flowrl import split_log_z_head
         from sps.io import atomic_dir
+        from sps.training.distributed import full_state_dict, gather_full_weights
 
         info_file = self.dir / "best" / "best.json"
-        if info_file.is_file() and json.loads(info_file.read_text())["avg_at_n"] >= avg_at_n:
+        kept = json.loads(info_file.read_text())["avg_at_n"] if info_file.is_file() else float("-inf")
+        if not self.world.gather(avg_at_n is not None and avg_at_n > kept)[0]:
+            return
+        weights = split_log_z_head(full_state_dict(model))[0]  # without FlowRL's log Z head
+        gather_full_weights(model)  # taking the state dict resharded the model (sps.training.distributed)
+        if not self.world.is_main:
             return
         with atomic_dir(self.dir / "best") as tmp:
-            model.save_pretrained(tmp, state_dict=split_log_z_head(model.state_dict())[0])  # without FlowRL's log Z head
+            model.save_pretrained(tmp, state_dict=weights)
             tokenizer.save_pretrained(tmp)
             (tmp / "best.json").write_text(json.dumps({"step": step, "avg_at_n": avg_at_n, "eval_benchmark": self.cfg.eval_benchmark}))
         print(f"best so far: step {step}, mean Avg@n {avg_at_n:.4f}, kept in {self.dir / 'best'}")

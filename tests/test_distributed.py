@@ -1,5 +1,6 @@
 """FSDP2 on two processes (gloo, CPU) takes the update of one unsharded process: sharded or
-replicated, with gradient checkpointing, bf16 compute or LoRA adapters, tied or untied embeddings."""
+replicated, with gradient checkpointing, bf16 compute, LoRA adapters or FlowRL's log Z head, tied or
+untied embeddings."""
 
 import shutil
 import subprocess
@@ -79,6 +80,15 @@ def test_two_processes_take_the_update_of_one(random_llama, tmp_path):
             assert torch.allclose(param, two_lora["params"][name], rtol=0, atol=1e-4), (model_dir, name)
             if "lora_" not in name:
                 assert torch.equal(param, two_lora["params"][name]), name  # frozen on every process
+        # FlowRL: the log Z head, a submodule the trainer calls outside the model's forward, is
+        # sharded with the root and gets its gradient summed over the processes like every weight.
+        one_flowrl, two_flowrl = results[(model_dir, "one process, flowrl")], results[(model_dir, "fsdp+flowrl")]
+        assert {name for name in one_flowrl["grads"] if name.startswith("log_z_head.")} == {
+            f"log_z_head.net.{i}.{p}" for i in (0, 2, 4, 6, 8) for p in ("weight", "bias")}
+        for name, grad in one_flowrl["grads"].items():
+            assert torch.allclose(grad, two_flowrl["grads"][name], rtol=0, atol=1e-6), (model_dir, name)
+        for name, param in one_flowrl["params"].items():
+            assert torch.allclose(param, two_flowrl["params"][name], rtol=0, atol=1e-4), (model_dir, name)
         # bf16 compute on fp32 weights: the same gradient to bf16 precision.
         bf16 = results[(model_dir, "fsdp+bf16")]
         for name, grad in one["grads"].items():

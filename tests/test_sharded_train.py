@@ -1,5 +1,6 @@
 """`torchrun --nproc_per_node 2 -m sps.cli train` with FSDP2 sharding: a SIGKILLed run resumes
-without repeating or skipping a step, and its checkpoints and best policy load with `from_pretrained`."""
+without repeating or skipping a step, its checkpoints and best policy load with `from_pretrained`,
+and FlowRL's log Z head trains, checkpoints and resumes sharded."""
 
 import json
 import os
@@ -88,3 +89,30 @@ def test_killed_sharded_run_resumes_exactly_and_saves_loadable_checkpoints(rando
         best = AutoModelForCausalLM.from_pretrained(tmp_path / run / "best").state_dict()
         assert all(torch.equal(best[k], start[k]) for k in start)
 
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_flowrl_trains_sharded_and_resumes_exactly(random_llama, tmp_path):
+    """FlowRL's log Z head is a submodule of the policy that the trainer calls outside the model's
+    forward: FSDP2 shards it with the root, and it goes to and comes back from log_z_head.pt."""
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    flowrl = dict(loss_mode="flowrl", loss_type="grpo", eval_every=-1, probe_problems=0, keep_best=False)
+    subprocess.run(command(config(tmp_path, "whole", random_llama, **flowrl), 29534), check=True, env=env,
+                   capture_output=True, timeout=TIMEOUT)
+    whole = rows(tmp_path / "whole")
+    assert [r["step"] for r in whole] == [1, 2, 3, 4]
+    assert all(r["nonfinite_updates"] == 0 for r in whole) and len({r["flowrl/log_z"] for r in whole}) == 4  # the head trains
+    last = tmp_path / "whole" / "checkpoints" / "step_000004"
+    assert set(torch.load(last / "log_z_head.pt", weights_only=True)) >= {"net.0.weight", "net.8.bias"}
+    assert not [name for name in load_file(last / "model.safetensors") if "log_z" in name]
+    # The run as a crash after step 4 that lost its last checkpoint would leave it: it resumes from step 2.
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step_000004")
+    resumed_config = config(tmp_path, "resumed", random_llama, **flowrl)
+    subprocess.run(command(resumed_config, 29535), check=True, env=env, capture_output=True, timeout=TIMEOUT)
+    resumed = rows(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for key in ("loss", "flowrl/log_z", "flowrl/residual", "grad_norm"):
+        assert [r[key] for r in resumed] == pytest.approx([r[key] for r in whole], rel=1e-6), key

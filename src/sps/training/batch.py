@@ -7,6 +7,7 @@ completion starts at column Lp and `input_ids` is (B, Lp + T).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -226,8 +227,12 @@ def completion_forward(model, batch: RolloutBatch, with_prompt_state: bool = Fal
         prompts, row_of = torch.unique(torch.cat([ids[:, :lp], mask[:, :lp]], dim=-1), dim=0, return_inverse=True)
         if len(prompts) < len(ids):
             return shared_prompt_logits(model, ids, mask, positions, prompts, row_of, lp, width, with_prompt_state)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1,
-                output_hidden_states=with_prompt_state)
+    with warnings.catch_warnings():
+        # FSDP2 warns that the sharded model returns a view (its last hidden states) on which an in-place
+        # op would skip its backward hook; nothing here changes them in place (prompt_mean copies).
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=width + 1,
+                    output_hidden_states=with_prompt_state)
     state = prompt_mean(out.hidden_states[-1][:, :lp], mask[:, :lp]) if with_prompt_state else None
     return out.logits[:, :-1], state  # the logits at column j predict the token at column j + 1
 

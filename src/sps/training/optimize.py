@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sps.training.batch import PolicyForward, RolloutBatch, policy_forward, policy_logprobs
+from sps.training.batch import PolicyForward, RolloutBatch, policy_forward
 from sps.training.config import TrainConfig
 from sps.training.distributed import World, gather_full_weights, shard_for_training
 
@@ -114,7 +114,7 @@ def optimize(
                                       cfg.max_tokens_per_microbatch)
                 # Every process makes as many forward calls as the busiest (a sharded forward is a collective).
                 for _ in range(world.max(len(groups)) - len(groups)):
-                    zero_loss_pass(model, part.batch, temperature, chunk_size)
+                    zero_loss_pass(model, part.batch, temperature, chunk_size, part.needs_log_z)
                 for group in groups:
                     micro = rows[group]
                     sub = part.batch.rows(micro)  # its padding is cut to its own longest completion
@@ -154,11 +154,16 @@ def weights_finite(model, world: World) -> bool:
     return float(world.sum(torch.tensor(float(not local)))) == 0
 
 
-def zero_loss_pass(model, batch: RolloutBatch, temperature: float, chunk_size: int = 0) -> None:
+def zero_loss_pass(model, batch: RolloutBatch, temperature: float, chunk_size: int = 0, with_log_z: bool = False) -> None:
     """A forward and backward pass that adds nothing to the gradients, so that this process takes
-    part in the collectives of a pass that another process runs on real rows."""
-    logps, _ = policy_logprobs(model, batch.rows(torch.arange(1)), temperature, chunk_size=chunk_size)
-    (0.0 * logps.sum()).backward()
+    part in the collectives of a pass that another process runs on real rows. It touches the
+    weights that pass touches (with_log_z: FlowRL's log Z head too): FSDP2 reduces only the
+    gradients a pass produced, and the processes' reductions must match."""
+    forward = policy_forward(model, batch.rows(torch.arange(1)), temperature, chunk_size=chunk_size, with_log_z=with_log_z)
+    zero = 0.0 * forward.logps.sum()
+    if forward.log_z is not None:
+        zero = zero + 0.0 * forward.log_z.sum()
+    zero.backward()
 
 
 def gradient_norm(model, max_norm: float) -> float:

@@ -81,8 +81,6 @@ def check_world(cfg: TrainConfig, processes: int) -> None:
                          "or some prompts would be dropped")
     if cfg.replay_buffer and processes > 1:
         raise ValueError("config: replay_buffer runs in a single process (its replayed rows differ in number between processes)")
-    if cfg.loss_mode == "flowrl" and processes > 1:
-        raise ValueError("config: loss_mode flowrl runs in a single process (its log Z head is not sharded with the policy yet)")
     if cfg.algorithm == "sps" and cfg.sps.demo_weighting == "adversarial" and processes > 1:
         raise ValueError("config: sps.demo_weighting adversarial runs in a single process (each process would train its own discriminator)")
 

@@ -97,22 +97,35 @@ def _fmt(value) -> str:
 
 
 def plot(found: dict[str, list[dict]], path: Path) -> None:
+    """Left: every method's seed mean beside the base model. Right: the trained methods up close, each
+    seed range shaded, SPS drawn last and thickest (the means sit within 2 points of each other)."""
+    from matplotlib.ticker import PercentFormatter
+
     from sps.analysis.plots import BASE_STYLE, finish, k_axis, new_figure, percent_axis, plot_curve
 
-    fig, (ax,) = new_figure(1, 1, panel_size=(7.0, 5.0))
+    fig, (whole, close) = new_figure(1, 2, panel_size=(6.0, 5.0))
     curve = lambda m: {int(k): v for k, v in m["pass_at_k"].items()}  # noqa: E731
-    plot_curve(ax, curve(found["base"][0]), label="base model", **BASE_STYLE)
-    for method, runs in found.items():
-        if method == "base":
-            continue
+    plot_curve(whole, curve(found["base"][0]), label="base model", **BASE_STYLE)
+    trained = sorted((m for m in found if m != "base"), key=lambda m: m == "sps")  # SPS on top
+    for index, method in enumerate(trained):
+        runs = found[method]
         ks = sorted(curve(runs[0]))
-        mean = {k: sum(curve(r)[k] for r in runs) / len(runs) for k in ks}
-        plot_curve(ax, mean, marker="o", markersize=3, label=f"{method} ({len(runs)} seeds)")
-    k_axis(ax, ks)
-    percent_axis(ax)
-    ax.set_ylabel("Pass@k, 300 test problems (n = 64)")
-    ax.legend(fontsize=8, loc="lower right")
-    finish(fig, [ax], "SmolLM2-135M on aiw after 40 steps: seed means", path)
+        seeds = [[curve(r)[k] for k in ks] for r in runs]
+        mean = {k: sum(values[i] for values in seeds) / len(seeds) for i, k in enumerate(ks)}
+        style = dict(color=f"C{index}", marker="o", markersize=3, linewidth=2.6 if method == "sps" else 1.4,
+                     zorder=3 if method == "sps" else 2, label=f"{method} ({len(runs)} seeds)")
+        plot_curve(whole, mean, **style)
+        plot_curve(close, mean, **style)
+        close.fill_between(ks, [min(v) for v in zip(*seeds)], [max(v) for v in zip(*seeds)], color=f"C{index}", alpha=0.12, linewidth=0)
+    for ax in (whole, close):
+        k_axis(ax, ks)
+    percent_axis(whole)
+    close.set_ylim(0.75, 1.005)
+    close.yaxis.set_major_formatter(PercentFormatter(1.0))
+    whole.set_ylabel("Pass@k, 300 test problems (n = 64)")
+    close.set_title("trained methods: seed mean, shaded from the worse seed to the better", fontsize=9)
+    whole.legend(fontsize=8, loc="lower right")
+    finish(fig, [whole, close], "SmolLM2-135M on aiw after 40 steps", path)
 
 
 def main() -> None:

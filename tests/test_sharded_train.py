@@ -1,6 +1,7 @@
 """`torchrun --nproc_per_node 2 -m sps.cli train` with FSDP2 sharding: a SIGKILLed run resumes
-without repeating or skipping a step, its checkpoints and best policy load with `from_pretrained`,
-and FlowRL's log Z head trains, checkpoints and resumes sharded."""
+without repeating or skipping a step, its evaluations are shared out and equal one process's, its
+checkpoints and best policy load with `from_pretrained`, and FlowRL's log Z head trains,
+checkpoints and resumes sharded."""
 
 import json
 import os
@@ -22,6 +23,7 @@ SETTINGS = dict(  # a random tied model earns no reward: the entropy bonus makes
     algorithm="grpo", train_data="countdown-train", train_size=16, prompts_per_step=4, num_generations=4,
     max_completion_length=12, learning_rate=1e-2, entropy_coef=0.01, max_steps=4, save_every=2, keep_checkpoints=2,
     eval_every=4, eval_limit=4, eval_n=2, probe_problems=2, threads=1, parallelism="fsdp", keep_best=True,
+    generation_batch_size=2,  # an evaluation of 4 problems x 2 samples is 4 batches, 2 for each process
 )
 TIMEOUT = 300  # seconds: a collective that one process never joins hangs the run instead of failing it
 
@@ -29,6 +31,33 @@ TIMEOUT = 300  # seconds: a collective that one process never joins hangs the ru
 def rows(run_dir: Path) -> list[dict]:
     file = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
+
+
+def samples(folder: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    return sorted((r["problem_id"], r["sample_index"], r["completion"], r["correct"]) for r in rows)
+
+
+def evaluate_alone(model: Path, like: Path, out: Path) -> Path:
+    """The evaluation in `like` (its settings.json) made again by this one process."""
+    from sps.evaluation.runner import EvalSettings, run_eval
+    from sps.grading.rewards import RewardFunctions
+    from sps.models.loading import load_policy
+    from sps.rollout.hf import HFEngine
+    from sps.tasks.benchmarks import load_benchmark
+
+    settings = EvalSettings(**json.loads((like / "settings.json").read_text()))
+    policy, tokenizer = load_policy(str(model), "float32", "cpu")
+    rewards = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold)
+    batch, threads = SETTINGS["generation_batch_size"], torch.get_num_threads()
+    torch.set_num_threads(1)  # as the runs' processes: the same sums in the same order
+    try:
+        run_eval(HFEngine(policy, tokenizer, batch_size=batch), tokenizer, load_benchmark("countdown-val"), settings, out, rewards,
+                 batch, show_progress=False)
+    finally:
+        rewards.close()
+        torch.set_num_threads(threads)
+    return out
 
 
 def command(config_file: Path, port: int) -> list[str]:
@@ -54,6 +83,9 @@ def test_killed_sharded_run_resumes_exactly_and_saves_loadable_checkpoints(rando
     assert [r["step"] for r in whole] == [1, 2, 3, 4]
     assert all(r["grad_norm"] > 0 for r in whole)
     assert (tmp_path / "whole" / "evals" / "step_000004" / "metrics.json").is_file()  # evaluated while sharded
+    # Each process sampled its share of the start model's evaluation: together, one process's samples.
+    step0 = tmp_path / "whole" / "evals" / "step_000000"
+    assert samples(step0) == samples(evaluate_alone(model, step0, tmp_path / "alone"))
 
     # Kill every process (as a lost node would) once step 3 is logged: step 4 is under way and
     # the newest checkpoint is step 2.

@@ -5,6 +5,10 @@ Everything lands in one folder per benchmark:
   samples.jsonl  one row per sample, appended batch by batch and fsynced
   metrics.json, report.md, pass_at_k.png   computed from samples.jsonl alone
 Rerunning the same command after a crash generates only the samples that are missing.
+
+Inside a training run under torchrun every process samples and scores its share of the batches
+(a batch's samples depend on its problems and seed only, not on which process draws them) and the
+main process writes them all.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sps.evaluation.metrics import compute_metrics
 from sps.evaluation.report import write_report
@@ -23,6 +28,9 @@ from sps.progress import progress_bar
 from sps.rollout.base import SamplingParams
 from sps.tasks.benchmarks import Benchmark
 from sps.tasks.templates import encode_prompt
+
+if TYPE_CHECKING:
+    from sps.training.distributed import World
 
 OUTPUTS = ("samples.jsonl", "metrics.json", "report.md", "pass_at_k.png")
 
@@ -110,71 +118,93 @@ def run_eval(
     overwrite: bool = False,
     show_progress: bool = True,
     max_reward_failures: int = 0,
-) -> dict:
+    world: World | None = None,
+) -> dict | None:
     """Sample, score and report one benchmark into out_dir; returns the metrics dict.
 
     rewards: the settings' sps.grading.rewards.RewardFunctions; a sample is correct when its reward
     reaches success_threshold. batch_rows: about how many samples are generated and scored between
-    two writes.
+    two writes. world: a training run's processes (sps.training.distributed.World; every one calls
+    this with full weights): each takes every world.size-th batch, and only the main process
+    touches out_dir and returns the metrics (the others return None).
     """
     from sps.io import lock_folder
+    from sps.training.distributed import World
 
+    world = world or World()
     out_dir = Path(out_dir)
-    lock = lock_folder(out_dir, "sps eval")
+    lock = lock_folder(out_dir, "sps eval") if world.is_main else None
     try:
-        return evaluate_into(engine, tokenizer, benchmark, settings, out_dir, rewards, batch_rows, overwrite, show_progress, max_reward_failures)
+        return evaluate_into(engine, tokenizer, benchmark, settings, out_dir, rewards, batch_rows, overwrite, show_progress,
+                             max_reward_failures, world)
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
 
 
 def evaluate_into(engine, tokenizer, benchmark: Benchmark, settings: EvalSettings, out_dir: Path, rewards, batch_rows: int,
-                  overwrite: bool, show_progress: bool, max_reward_failures: int) -> dict:
-    """run_eval's work, with the folder's lock held."""
-    prepare_out_dir(out_dir, settings, overwrite)
+                  overwrite: bool, show_progress: bool, max_reward_failures: int, world: World) -> dict | None:
+    """run_eval's work, with the folder's lock held by the main process."""
     problems = benchmark.problems[: settings.limit] if settings.limit else benchmark.problems
     by_id = {p.id: p for p in problems}
     samples_file = out_dir / "samples.jsonl"
-    rows = read_jsonl_repairing(samples_file)
-    todo = {pid: idx for pid, idx in missing_work(list(by_id), rows, settings.n, samples_file).items() if idx}
-    total = len(problems) * settings.n
-    sampling = settings.sampling()
+    rows, todo = [], {}
+    if world.is_main:
+        prepare_out_dir(out_dir, settings, overwrite)
+        rows = read_jsonl_repairing(samples_file)
+        todo = {pid: idx for pid, idx in missing_work(list(by_id), rows, settings.n, samples_file).items() if idx}
+    todo = world.gather(todo)[0]  # what the main process found missing
+    work = batches(todo, batch_rows)
 
-    with progress_bar(f"eval {benchmark.name}", total=total, done=len(rows), enabled=show_progress) as advance:
-        for batch in batches(todo, batch_rows):
-            prompts = [encode_prompt(settings.prompt_template, by_id[pid].problem, tokenizer) for pid in batch]
-            count = len(todo[batch[0]])
-            seed = stable_seed(settings.seed, tuple(batch), tuple(todo[batch[0]]))
-            groups = engine.generate(prompts, count, sampling, seed=seed)
-            flat = [(pid, index, c) for pid, group in zip(batch, groups) for index, c in zip(todo[pid], group)]
-            problems = [by_id[pid] for pid, _, _ in flat]
-            scores = rewards.score([p.problem for p in problems], [c.text for _, _, c in flat], [c.token_ids for _, _, c in flat],
-                                   problems, count)
-            check_failures(scores, max_reward_failures, f"{benchmark.name}, one batch of samples")
-            new_rows = [
-                {
-                    "problem_id": pid,
-                    "sample_index": index,
-                    "completion": c.text,
-                    "extracted": g.extracted,
-                    "correct": bool(reward >= settings.success_threshold),
-                    "reward": None if math.isnan(reward) else reward,
-                    "status": g.status,
-                    "detail": g.detail,
-                    "num_tokens": len(c.token_ids),
-                    "finish_reason": c.finish_reason,
-                }
-                for (pid, index, c), g, reward in zip(flat, scores.grades, scores.rewards, strict=True)
-            ]
-            append_jsonl(samples_file, new_rows)
-            rows.extend(new_rows)
+    with progress_bar(f"eval {benchmark.name}", total=len(problems) * settings.n, done=len(rows),
+                      enabled=show_progress and world.is_main) as advance:
+        for start in range(0, len(work), world.size):
+            mine = work[start + world.rank] if start + world.rank < len(work) else []
+            new_rows = sample_and_score(engine, tokenizer, mine, todo, by_id, settings, rewards, max_reward_failures, benchmark.name)
+            new_rows = [row for part in world.gather(new_rows) for row in part]
+            if world.is_main:
+                append_jsonl(samples_file, new_rows)
+                rows.extend(new_rows)
             advance(len(new_rows))
-
+    if not world.is_main:
+        return None
     order = {pid: i for i, pid in enumerate(by_id)}
     rows.sort(key=lambda r: (order[r["problem_id"]], r["sample_index"]))
     metrics = compute_metrics(rows)
     metrics["skipped_rows"] = benchmark.skipped
     write_report(out_dir, metrics, title=f"{benchmark.name}: {settings.model}", settings=asdict(settings))
     return metrics
+
+
+def sample_and_score(engine, tokenizer, batch: list[str], todo: dict[str, list[int]], by_id: dict, settings: EvalSettings,
+                     rewards, max_reward_failures: int, name: str) -> list[dict]:
+    """The samples.jsonl rows of one batch of problems (each missing the sample indices todo names); [] for none."""
+    if not batch:
+        return []
+    prompts = [encode_prompt(settings.prompt_template, by_id[pid].problem, tokenizer) for pid in batch]
+    count = len(todo[batch[0]])
+    seed = stable_seed(settings.seed, tuple(batch), tuple(todo[batch[0]]))
+    groups = engine.generate(prompts, count, settings.sampling(), seed=seed)
+    flat = [(pid, index, c) for pid, group in zip(batch, groups) for index, c in zip(todo[pid], group)]
+    problems = [by_id[pid] for pid, _, _ in flat]
+    scores = rewards.score([p.problem for p in problems], [c.text for _, _, c in flat], [c.token_ids for _, _, c in flat],
+                           problems, count)
+    check_failures(scores, max_reward_failures, f"{name}, one batch of samples")
+    return [
+        {
+            "problem_id": pid,
+            "sample_index": index,
+            "completion": c.text,
+            "extracted": g.extracted,
+            "correct": bool(reward >= settings.success_threshold),
+            "reward": None if math.isnan(reward) else reward,
+            "status": g.status,
+            "detail": g.detail,
+            "num_tokens": len(c.token_ids),
+            "finish_reason": c.finish_reason,
+        }
+        for (pid, index, c), g, reward in zip(flat, scores.grades, scores.rewards, strict=True)
+    ]
 
 
 def batches(todo: dict[str, list[int]], batch_rows: int) -> list[list[str]]:

@@ -162,18 +162,19 @@ class RunFiles:
         """Held-out evaluation of the current policy on each eval benchmark, the probes'
         log-likelihoods, and (keep_best) the policy kept when its mean Avg@n is the best so far.
         One benchmark writes into evals/step_N/, several into evals/step_N/<name>/ each plus
-        evals/step_N/benchmarks.json (their names in order and the mean Avg@n)."""
+        evals/step_N/benchmarks.json (their names in order and the mean Avg@n). Every process
+        samples its share; the main process writes and reports."""
         if self.cfg.eval_every < 0:
             return
-        mean_avg = None  # known to the main process, which evaluates
-        if self.world.is_main:
-            from sps.tasks.benchmarks import load_benchmark, split_specs
+        from sps.tasks.benchmarks import load_benchmark, split_specs
 
-            cfg = self.cfg
-            folder = self.dir / "evals" / f"step_{step:06d}"
-            benchmarks = [load_benchmark(spec, cfg.data_dir or None) for spec in split_specs(cfg.eval_benchmark)]
-            several = len(benchmarks) > 1
-            results = {b.name: self.evaluate_one(step, b, folder / b.name if several else folder, engine, tokenizer) for b in benchmarks}
+        cfg = self.cfg
+        folder = self.dir / "evals" / f"step_{step:06d}"
+        benchmarks = [load_benchmark(spec, cfg.data_dir or None) for spec in split_specs(cfg.eval_benchmark)]
+        several = len(benchmarks) > 1
+        results = {b.name: self.evaluate_one(step, b, folder / b.name if several else folder, engine, tokenizer) for b in benchmarks}
+        mean_avg = None  # known to the main process, which holds the results
+        if self.world.is_main:
             self.track_probes(step, benchmarks[0], folder / benchmarks[0].name if several else folder, model, tokenizer)
             mean_avg = float(np.mean([m["avg_at_n"] for m in results.values()]))
             if several:
@@ -185,7 +186,8 @@ class RunFiles:
             self.keep_if_best(step, mean_avg, model, tokenizer)
         self.world.barrier()
 
-    def evaluate_one(self, step: int, benchmark, folder: Path, engine, tokenizer) -> dict:
+    def evaluate_one(self, step: int, benchmark, folder: Path, engine, tokenizer) -> dict | None:
+        """This process's share of one benchmark's evaluation; its metrics in the main process, None in the others."""
         from sps.evaluation.runner import EvalSettings, run_eval
         from sps.grading.rewards import RewardFunctions
 
@@ -208,7 +210,7 @@ class RunFiles:
         rewards = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold, cfg.reward_timeout)
         try:
             return run_eval(engine, tokenizer, benchmark, settings, folder, rewards, cfg.generation_batch_size,
-                            show_progress=False, max_reward_failures=cfg.max_reward_failures)
+                            show_progress=False, max_reward_failures=cfg.max_reward_failures, world=self.world)
         finally:
             rewards.close()
 

@@ -6,8 +6,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import torch
 
 from sps.cli import main
 from sps.evaluation.metrics import compute_metrics
@@ -88,3 +90,28 @@ def test_grade_reads_a_completion_file(tmp_path, capsys, text, status):
     assert main(["grade", "--gold", "8", "--completion-file", str(path)]) == 0
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["status"] == status and verdict["correct"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_eval_under_torchrun_shares_the_batches_and_writes_one_processs_samples(random_llama, tmp_path):
+    import shutil
+
+    # 6 batches, 3 a process; torchrun would take --n for an abbreviation of its own options
+    args = [*EVAL, "--model", str(random_llama), "--limit", "6", "--samples", "4", "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    two = subprocess.run([launcher, "--nproc_per_node", "2", "--master_port", "29541", "-m", "sps.cli", *args, "--out",
+                          str(tmp_path / "two")], check=True, env=env, capture_output=True, text=True, timeout=300)
+    assert two.stdout.count("results in") == 1  # the main process reports
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process: the same sums in the same order
+    try:
+        assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = {name: read_jsonl(tmp_path / name / "samples.jsonl") for name in ("one", "two")}
+    assert len(rows["two"]) == 24
+    key = lambda r: (r["problem_id"], r["sample_index"])  # noqa: E731
+    assert sorted(rows["two"], key=key) == sorted(rows["one"], key=key)
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text()) == json.loads((tmp_path / "one" / "metrics.json").read_text())

@@ -59,7 +59,8 @@ def add_eval(commands) -> None:
     p = commands.add_parser("eval", help="sample n completions per problem and report Pass@k, Avg@n, Maj@k")
     p.add_argument("--model", required=True, help="model folder, hub id, smollm2-135m-instruct, or testbed (the built-in testbed model)")
     p.add_argument("--benchmark", required=True, help="comma-separated names, JSON Lines paths, hf:owner/name[:split] or rg:<task>[:train|val|test][?settings] (reasoning-gym)")
-    p.add_argument("--n", type=int, default=8, help="samples per problem")
+    p.add_argument("--n", "--samples", dest="n", type=int, default=8,
+                   help="samples per problem (under torchrun write --samples: torchrun takes --n for one of its own options)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="0 switches top-k off")
@@ -134,8 +135,9 @@ def run_eval_command(args) -> int:
         overwrite=args.overwrite,
         max_reward_failures=args.max_reward_failures,
     )
-    print(combined_table(results))
-    print(f"\nresults in {out}")
+    if results:  # the main process's (under torchrun the others sampled their share and return none)
+        print(combined_table(results))
+        print(f"\nresults in {out}")
     return 0
 
 

@@ -50,10 +50,13 @@ def evaluate_model(
 
     `base` carries the sampling settings; its benchmark, template and grader fields are filled in
     per benchmark. One benchmark writes into `out`; several write into out/<name>/ each, plus a
-    combined table in out/summary.md.
+    combined table in out/summary.md. Started by torchrun, every process loads the model on its
+    device and samples its share of the batches; the main process writes and returns the metrics,
+    the others return {}.
     """
     from sps.grading.rewards import RewardFunctions
-    from sps.models.loading import load_policy, load_tokenizer, resolve_model_path
+    from sps.models.loading import default_device, load_policy, load_tokenizer, resolve_model_path
+    from sps.training.distributed import init_world
 
     check_settings(base, batch_size)
     # Load every benchmark, the tokenizer and the rewards first: a typo in the last fails before any sampling.
@@ -65,6 +68,8 @@ def evaluate_model(
     tokenizer = load_tokenizer(path)
     settings_of = {b.name: fitted_settings(base, b, prompt_template or b.template, grader or b.grader, tokenizer, path) for b in benchmarks}
     out = Path(out)
+    device = device or default_device()
+    world = init_world(device)
     results, scorers = {}, {}
     try:
         for settings in settings_of.values():
@@ -78,10 +83,12 @@ def evaluate_model(
             key = tuple(settings.rewards())
             folder = out if len(benchmarks) == 1 else out / b.name
             results[b.name] = run_eval(rollout, tokenizer, b, settings, folder, scorers[key], batch_size, overwrite,
-                                       max_reward_failures=max_reward_failures)
+                                       max_reward_failures=max_reward_failures, world=world)
     finally:
         for scorer in scorers.values():
             scorer.close()
+    if not world.is_main:
+        return {}
     if len(benchmarks) > 1:
         atomic_write_text(out / "summary.md", f"# {model_name}\n\n" + combined_table(results) + "\n")
     return results
@@ -161,7 +168,8 @@ def evaluate(
     and functions (callables or "module:function" / "file.py:function"), summed with reward_weights;
     max_new_tokens: default at most 1024 and what the model's context leaves after the longest prompt;
     a sample is correct when its reward reaches success_threshold. Writes into `out` (default
-    out/eval/<model name>) and, rerun, resumes there."""
+    out/eval/<model name>) and, rerun, resumes there. Under torchrun every process samples its share
+    and the main process returns the metrics (the others: {})."""
     from sps.grading.rewards import reward_spec
     from sps.tasks.benchmarks import split_specs
 
@@ -174,4 +182,4 @@ def evaluate(
     out = Path(out or Path("out") / "eval" / Path(str(model).rstrip("/")).name)
     results = evaluate_model(str(model), specs, out, base, prompt_template, grader, data_dir, engine=engine,
                              batch_size=batch_size, dtype=dtype, device=device, overwrite=overwrite)
-    return next(iter(results.values())) if len(specs) == 1 else results
+    return next(iter(results.values())) if len(specs) == 1 and results else results

@@ -100,3 +100,9 @@ def test_one_engine_per_process_under_torchrun(tmp_path):
     ranks = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["checksum"] == ranks[1]["checksum"]  # the processes trained one policy
     assert all(r["moved"] > 1e-3 and r["gap"] <= 1e-5 for r in ranks)  # and each engine follows it
+    # Both processes' engines sampled the evaluations (5 batches: the second process idles in the last round).
+    for step in (0, 3):
+        rows = [json.loads(line) for line in (tmp_path / "run" / "evals" / f"step_{step:06d}" / "samples.jsonl").read_text().splitlines()]
+        assert sorted((r["problem_id"], r["sample_index"]) for r in rows) == sorted({(r["problem_id"], r["sample_index"]) for r in rows})
+        assert len(rows) == 20
+    assert (tmp_path / "run" / "best" / "best.json").is_file()

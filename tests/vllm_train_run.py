@@ -1,6 +1,7 @@
 """An `sps train` run with the vLLM engine on a tiny model (in-process, or one per process under
-torchrun). When the trainer shuts its engine down after the last step, each process records how
-far its engine's log-probs are from its trained policy's and how far the policy moved."""
+torchrun, evaluating at steps 0 and 3 with every process's engine and keeping the best policy).
+When the trainer shuts its engine down after the last step, each process records how far its
+engine's log-probs are from its trained policy's and how far the policy moved."""
 
 import json
 import sys
@@ -32,8 +33,9 @@ def write_data(path: Path) -> Path:
     return path
 
 
-def train_and_watch(model_dir: str, data: str, output_dir: str, lora_rank: int = 0) -> tuple[Path, dict]:
-    """Trains 3 steps of SPS with the vLLM engine (with LoRA adapters of `lora_rank` if > 0)."""
+def train_and_watch(model_dir: str, data: str, output_dir: str, lora_rank: int = 0, evaluate_too: bool = False) -> tuple[Path, dict]:
+    """Trains 3 steps of SPS with the vLLM engine (with LoRA adapters of `lora_rank` if > 0);
+    evaluate_too: 5 problems x 4 samples at steps 0 and 3 in batches of 4 (5 batches), keeping the best."""
     seen = {}
     make_engine = evaluate.make_engine
 
@@ -63,6 +65,8 @@ def train_and_watch(model_dir: str, data: str, output_dir: str, lora_rank: int =
         max_steps=3, eval_every=-1, probe_problems=0, save_every=100, threads=1, output_dir=output_dir,
         peft=PeftConfig(r=lora_rank, lora_alpha=2.0 * max(lora_rank, 1)),
     )
+    if evaluate_too:
+        cfg = replace(cfg, eval_every=3, eval_benchmark=data, eval_limit=5, eval_n=4, generation_batch_size=4, keep_best=True)
     try:
         return train(cfg, show_progress=False), seen
     finally:
@@ -73,5 +77,5 @@ if __name__ == "__main__":
     import os
 
     model_dir, data, output_dir = sys.argv[1:]
-    _, seen = train_and_watch(model_dir, data, output_dir)
+    _, seen = train_and_watch(model_dir, data, output_dir, evaluate_too=True)
     Path(output_dir, f"rank{os.environ['RANK']}.json").write_text(json.dumps(seen))

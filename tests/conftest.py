@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 # Tests never download: a hub lookup fails at once instead of retrying for half a minute. Set
 # before huggingface_hub and datasets are imported, since both read it at import time.
@@ -21,6 +22,17 @@ def _isolated_cache_and_threads(tmp_path_factory):
     stages of `make test` when it names one in SPS_TEST_CACHE (it empties that folder first)."""
     os.environ["SPS_CACHE_DIR"] = os.environ.get("SPS_TEST_CACHE") or str(tmp_path_factory.mktemp("sps_cache"))
     torch.set_num_threads(2)
+
+
+@contextmanager
+def one_thread():
+    """torch on one thread inside, as in each process of a torchrun test: the same sums in the same order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

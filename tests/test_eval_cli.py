@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import one_thread
 
 from sps.cli import main
 from sps.evaluation.metrics import compute_metrics
@@ -104,12 +104,8 @@ def test_eval_under_torchrun_shares_the_batches_and_writes_one_processs_samples(
     two = subprocess.run([launcher, "--nproc_per_node", "2", "--master_port", "29541", "-m", "sps.cli", *args, "--out",
                           str(tmp_path / "two")], check=True, env=env, capture_output=True, text=True, timeout=300)
     assert two.stdout.count("results in") == 1  # the main process reports
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun process: the same sums in the same order
-    try:
+    with one_thread():
         assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
     rows = {name: read_jsonl(tmp_path / name / "samples.jsonl") for name in ("one", "two")}
     assert len(rows["two"]) == 24
     key = lambda r: (r["problem_id"], r["sample_index"])  # noqa: E731

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import one_thread
 from test_distributed import tied_copy
 
 from sps.training.checkpoint import list_checkpoints
@@ -40,23 +41,12 @@ def samples(folder: Path) -> list[tuple]:
 
 def evaluate_alone(model: Path, like: Path, out: Path) -> Path:
     """The evaluation in `like` (its settings.json) made again by this one process."""
-    from sps.evaluation.runner import EvalSettings, run_eval
-    from sps.grading.rewards import RewardFunctions
-    from sps.models.loading import load_policy
-    from sps.rollout.hf import HFEngine
-    from sps.tasks.benchmarks import load_benchmark
+    from sps.evaluation.evaluate import evaluate
 
-    settings = EvalSettings(**json.loads((like / "settings.json").read_text()))
-    policy, tokenizer = load_policy(str(model), "float32", "cpu")
-    rewards = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold)
-    batch, threads = SETTINGS["generation_batch_size"], torch.get_num_threads()
-    torch.set_num_threads(1)  # as the runs' processes: the same sums in the same order
-    try:
-        run_eval(HFEngine(policy, tokenizer, batch_size=batch), tokenizer, load_benchmark("countdown-val"), settings, out, rewards,
-                 batch, show_progress=False)
-    finally:
-        rewards.close()
-        torch.set_num_threads(threads)
+    settings = json.loads((like / "settings.json").read_text())
+    sampling = {key: settings[key] for key in ("n", "temperature", "top_p", "max_new_tokens", "limit", "prompt_template", "seed")}
+    with one_thread():
+        evaluate(model, "countdown-val", out, **sampling, batch_size=SETTINGS["generation_batch_size"])
     return out
 
 

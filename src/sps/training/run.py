@@ -182,7 +182,7 @@ class RunFiles:
             for name, metrics in results.items():
                 summary = {f"pass@{k}": v for k, v in metrics["pass_at_k"].items()} | {"avg@n": metrics["avg_at_n"]}
                 print(f"eval step {step}{' ' + name if several else ''}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-        if self.cfg.keep_best:
+        if cfg.keep_best:
             self.keep_if_best(step, mean_avg, model, tokenizer)
         self.world.barrier()
 
@@ -241,8 +241,8 @@ class RunFiles:
         from sps.training.distributed import full_state_dict, gather_full_weights
 
         info_file = self.dir / "best" / "best.json"
-        kept = json.loads(info_file.read_text())["avg_at_n"] if info_file.is_file() else float("-inf")
-        if not self.world.gather(avg_at_n is not None and avg_at_n > kept)[0]:
+        better = avg_at_n is not None and (not info_file.is_file() or json.loads(info_file.read_text())["avg_at_n"] < avg_at_n)
+        if not self.world.gather(better)[0]:  # the main process decides
             return
         weights = split_log_z_head(full_state_dict(model))[0]  # without FlowRL's log Z head
         gather_full_weights(model)  # taking the state dict resharded the model (sps.training.distributed)

@@ -18,7 +18,7 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, veri
 from math_verify.errors import TimeoutException
 
 from sps.grading.base import Grade, PooledGrader
-from sps.grading.log_scale import log_scale_equal
+from sps.grading.log_scale import huge_numbers_equal
 from sps.tasks.problem import Problem
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -81,10 +81,13 @@ def graded_part(completion: str) -> str:
 
 
 def _grade(completion: str, gold: str) -> Grade:
+    boxed = last_boxed(completion)
+    if boxed is not None and _plain(boxed) == _plain(gold):
+        # The same text is the same answer, however long: math-verify cannot parse a 100,000-digit number.
+        return Grade(True, "ok", boxed)
     gold_parsed = _parse_gold(gold)
     if not _has_math(gold_parsed):
         return Grade(False, "error", detail=f"math-verify cannot parse the gold answer {gold[:100]!r}")
-    boxed = last_boxed(completion)
     if boxed is not None:
         answer = _parse(f"${boxed}$")
         extracted = boxed
@@ -101,10 +104,12 @@ def _grade(completion: str, gold: str) -> Grade:
         correct = verify(gold_parsed, answer, timeout_seconds=MATH_VERIFY_TIMEOUT_S)
     if not correct and timeouts.count:
         # math-verify gave up (it says so only in a log line) and reports False: no verdict. Huge
-        # numbers get a bounded comparison on a log scale; anything else is a timeout, not a wrong answer.
-        same = None if boxed is None else log_scale_equal(gold, boxed)
+        # numbers get a bounded comparison that proves equal or unequal or says nothing; anything
+        # it cannot decide is a timeout, never a wrong or a right answer.
+        same = None if boxed is None else huge_numbers_equal(gold, boxed)
         if same is not None:
-            return Grade(same, "ok", extracted, "compared on a log scale: exact arithmetic timed out")
+            how = "equal in normal form" if same else "unequal on a log scale or in normal form"
+            return Grade(same, "ok", extracted, f"{how}: exact arithmetic timed out")
         return Grade(False, "timeout", extracted, f"math-verify timed out comparing with gold {gold[:100]!r}")
     if not correct and not _has_math(answer):
         return Grade(False, "malformed", extracted, "the answer does not parse as math")
@@ -139,6 +144,10 @@ def _parse_gold(gold: str) -> list:
     Callers must not mutate the list; it stays a list because verify() treats a tuple as one item.
     """
     return _parse(f"${gold}$")
+
+
+def _plain(text: str) -> str:
+    return "".join(text.split()).strip("$")
 
 
 def _parse(text: str) -> list:

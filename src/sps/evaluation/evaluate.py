@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,10 +56,14 @@ def evaluate_model(
     the others return {}.
     """
     from sps.grading.rewards import RewardFunctions
-    from sps.models.loading import default_device, load_policy, load_tokenizer, resolve_model_path
+    from sps.models.loading import check_device, load_policy, load_tokenizer, resolve_model_path
     from sps.training.distributed import init_world
 
     check_settings(base, batch_size)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder (the evaluation writes several files into it)")
+    device = check_device(device)
     # Load every benchmark, the tokenizer and the rewards first: a typo in the last fails before any sampling.
     benchmarks = [load_benchmark(spec, data_dir, fields) for spec in benchmark_specs]
     for b in benchmarks:
@@ -67,8 +72,6 @@ def evaluate_model(
     path = resolve_model_path(model_name)
     tokenizer = load_tokenizer(path)
     settings_of = {b.name: fitted_settings(base, b, prompt_template or b.template, grader or b.grader, tokenizer, path) for b in benchmarks}
-    out = Path(out)
-    device = device or default_device()
     world = init_world(device)
     results, scorers = {}, {}
     try:
@@ -104,7 +107,10 @@ def check_settings(settings: EvalSettings, batch_size: int) -> None:
         (settings.limit is None or settings.limit >= 0, f"--limit must be >= 1, or 0 for every problem (got {settings.limit})"),
         (batch_size >= 1, f"--batch-size must be >= 1 (got {batch_size})"),
         (settings.max_new_tokens is None or settings.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {settings.max_new_tokens})"),
-        (settings.temperature > 0, f"--temperature must be > 0 (got {settings.temperature})"),
+        (math.isfinite(settings.temperature) and settings.temperature > 0, f"--temperature must be a finite number > 0 (got {settings.temperature})"),
+        (0 < settings.top_p <= 1, f"--top-p must be in (0, 1] (1 switches it off; got {settings.top_p})"),
+        (settings.top_k >= 0, f"--top-k must be >= 0 (0 switches it off; got {settings.top_k})"),
+        (math.isfinite(settings.success_threshold), f"--success-threshold must be a finite number (got {settings.success_threshold})"),
     ]
     for ok, message in checks:
         if not ok:
@@ -129,6 +135,9 @@ def fitted_settings(base: EvalSettings, benchmark, template: str, grader: str, t
     context = getattr(AutoConfig.from_pretrained(config_path), "max_position_embeddings", None)
     sized = type(benchmark)(benchmark.name, problems, benchmark.grader, benchmark.template, benchmark.source)
     problem_id, longest = longest_prompt("--benchmark", sized, template, tokenizer, context)
+    if context and longest >= context:
+        raise ValueError(f"--benchmark: problem {problem_id!r} of {benchmark.name} takes {longest:,} prompt tokens, which leaves "
+                         f"no room for a completion in the model's context of {context} tokens; leave it out (--limit, or a smaller file)")
     new_tokens = base.max_new_tokens or (min(DEFAULT_NEW_TOKENS, context - longest) if context else DEFAULT_NEW_TOKENS)
     if context and longest + new_tokens > context:
         raise ValueError(f"--max-new-tokens: {new_tokens} new tokens after problem {problem_id!r} of {benchmark.name} "

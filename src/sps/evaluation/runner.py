@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,7 +72,9 @@ def prepare_out_dir(out_dir: Path, settings: EvalSettings, overwrite: bool) -> N
     out_dir.mkdir(parents=True, exist_ok=True)
     settings_file = out_dir / "settings.json"
     current = asdict(settings)
-    if settings_file.exists() and not overwrite:
+    # settings.json without a sample holds nothing: an evaluation that failed before its first
+    # batch does not stand in the way of the corrected rerun.
+    if settings_file.exists() and not overwrite and read_jsonl_repairing(out_dir / "samples.jsonl"):
         stored = json.loads(settings_file.read_text())
         # A setting added since that evaluation was made counts as its default there.
         defaults = asdict(EvalSettings(model="", benchmark=""))
@@ -133,10 +136,16 @@ def run_eval(
 
     world = world or World()
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     lock = lock_folder(out_dir, "sps eval") if world.is_main else None
     try:
         return evaluate_into(engine, tokenizer, benchmark, settings, out_dir, rewards, batch_rows, overwrite, show_progress,
                              max_reward_failures, world)
+    except BaseException:
+        if lock is not None and created and not read_jsonl_repairing(out_dir / "samples.jsonl"):
+            lock.close()
+            shutil.rmtree(out_dir, ignore_errors=True)  # a failed start leaves no folder behind
+        raise
     finally:
         if lock is not None:
             lock.close()

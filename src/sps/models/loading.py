@@ -61,6 +61,24 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str | None, option: str = "--device") -> str:
+    """The device to run on (`device`, or the default when empty), or a ValueError naming `option`
+    when it does not exist here or this torch is not built for it: every command asks this first."""
+    if not device:
+        return default_device()
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        raise ValueError(f"{option} {device!r} is not a device: use cpu, cuda, cuda:N or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        built = "this torch is not built with CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"{option} {device!r}: {built}; use --device cpu, or install the CUDA build of torch (docs/gpu.md)")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"{option} {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) are visible (cuda:0 ...)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{option} 'mps': Apple's Metal backend is not available on this machine; use --device cpu")
+    return device
+
+
 def load_tokenizer(path: str):
     """The checkpoint's tokenizer, padding on the left (for batched sampling) and with a pad token."""
     from transformers import AutoTokenizer

@@ -49,13 +49,13 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     Python functions (module-level, see sps.grading.rewards.reward_spec): the run records them by file."""
     from sps.evaluation.evaluate import make_engine
     from sps.grading.rewards import RewardFunctions
-    from sps.models.loading import default_device, resolve_dtype
+    from sps.models.loading import check_device, resolve_dtype
     from sps.tasks.benchmarks import load_benchmark, split_specs
     from sps.tasks.prompts import PromptSource
 
     cfg = replace(cfg, reward_funcs=[reward_spec(f) for f in cfg.reward_funcs])
     validate(cfg)
-    device = cfg.device or default_device()
+    device = check_device(cfg.device, "device")
     world = init_world(device)
     check_world(cfg, world.size)
     if cfg.threads:

@@ -122,6 +122,10 @@ def read_jsonl_repairing(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+class DiskFull(OSError):
+    """A write ran out of space; the message names the folder and the space needed."""
+
+
 class FolderBusy(ValueError):
     """Another process holds the folder's lock."""
 
@@ -149,8 +153,9 @@ def lock_folder(folder: Path, what: str):
 
 
 def remove_leftovers(folder: Path) -> list[Path]:
-    """Delete the .tmp-* folders and files an interrupted atomic write left in `folder`; returns them."""
-    found = list(folder.glob(".tmp-*")) if folder.is_dir() else []
+    """Delete what an interrupted atomic write left in `folder`: atomic_dir's .tmp-* folders and
+    atomic_write_bytes' .<name>.*.tmp files; returns them."""
+    found = sorted({*folder.glob(".tmp-*"), *(p for p in folder.glob(".?*.*.tmp") if p.is_file())}) if folder.is_dir() else []
     for path in found:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     return found

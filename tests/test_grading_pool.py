@@ -3,14 +3,19 @@ and items sent together in a chunk each run exactly once whatever happens to the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import psutil  # installed with peft
 import pytest
 
 from sps.grading.base import Grade, PooledGrader
-from sps.grading.pool import CHUNKS_PER_WORKER, MAX_CHUNK, Failure, WorkerPool
+from sps.grading.pool import CHUNKS_PER_WORKER, GIB, MAX_CHUNK, Failure, WorkerPool
 from sps.tasks.problem import Problem
 
 
@@ -34,13 +39,16 @@ def exit_or_pid(exit_code: int) -> int:
 
 
 def record(log: str, value: int, action: str = "") -> tuple[int, int]:
-    """Append `value` to the file `log` (to count runs), then hang, crash or return (value, pid)."""
+    """Append `value` to the file `log` (to count runs), then hang, crash, take 1 GiB or return (value, pid)."""
     with open(log, "a") as file:
         file.write(f"{value}\n")
     if action == "hang":
         time.sleep(60)
     if action == "crash":
         os._exit(7)
+    if action == "leak":
+        hoard = [bytes(16 << 20) for _ in range(64)]  # 1 GiB: bounded, should the limit not hold
+        del hoard
     return value, os.getpid()
 
 
@@ -107,6 +115,7 @@ def test_workers_are_reused_across_map_calls(tmp_path):
     [
         ("hang", Failure("timeout", "item 5: exceeded the 1 s hard timeout")),
         ("crash", Failure("error", "item 5: worker process died (exit code 7)")),
+        ("leak", Failure("memory", "item 5: exceeded the 0.25 GiB memory limit")),
     ],
 )
 def test_a_bad_item_mid_chunk_fails_alone_and_the_rest_run_exactly_once(tmp_path, action, failure):
@@ -115,7 +124,7 @@ def test_a_bad_item_mid_chunk_fails_alone_and_the_rest_run_exactly_once(tmp_path
     # One worker's first chunk holds items 0 .. size - 1, so the bad item has chunk-mates on both sides.
     assert min(MAX_CHUNK, count // CHUNKS_PER_WORKER) > bad + 1
     items = [(log, i, action if i == bad else "") for i in range(count)]
-    with WorkerPool(record, workers=1, timeout_s=1) as pool:
+    with WorkerPool(record, workers=1, timeout_s=1, memory_limit=GIB // 4) as pool:
         pool.map([(log, -1)])  # start the worker outside the timing
         start = time.monotonic()
         results = pool.map(items)
@@ -179,9 +188,49 @@ def test_close_stops_the_workers_and_a_later_call_starts_fresh_ones():
     pool.close()
 
 
-def test_rejects_a_non_positive_timeout():
+def test_rejects_a_non_positive_timeout_or_memory_limit():
     with pytest.raises(ValueError, match="timeout_s"):
         WorkerPool(sleep_then_pid, timeout_s=0)
+    with pytest.raises(ValueError, match="memory_limit must be a positive number of bytes, got 0"):
+        WorkerPool(sleep_then_pid, memory_limit=0)
+
+
+def test_the_workers_die_with_a_killed_parent(tmp_path):
+    # A parent whose two workers hang on an item each is SIGKILLed: nothing may outlive it.
+    log = tmp_path / "runs.txt"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "from sps.grading.pool import WorkerPool; from test_grading_pool import record\n"
+        f"if __name__ == '__main__': WorkerPool(record, workers=2, timeout_s=600).map([({str(log)!r}, i, 'hang') for i in range(2)])"
+    )], cwd=Path(__file__).parent)
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and len(log.read_text().split()) == 2):  # both items running
+            assert parent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        workers = psutil.Process(parent.pid).children(recursive=True)
+        assert len(workers) == 3  # the two workers and multiprocessing's resource tracker
+        parent.kill()
+        parent.wait()
+        assert not alive_after(workers, 5), "a worker outlived its parent"
+    finally:
+        parent.kill()
+        for process in alive_after(workers, 0):
+            process.kill()
+
+
+def alive_after(processes: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+    """Those of `processes` still running (not zombies) after up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = []
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def test_a_grader_grades_each_distinct_completion_of_a_problem_once(tmp_path):

@@ -12,12 +12,24 @@ its deadline for the next item. A round trip per item left a worker idle for 0.1
 time, a third of the time it takes to grade a short completion; per item, the pool now costs
 ~40 us, mostly the parent's (measured with an echo function on a busy 2-core machine). Chunks
 shrink as a call's items run out, so no worker is left with a long tail.
+
+A worker may be given a memory limit: RLIMIT_DATA, its heap and other private writable memory. Not
+RLIMIT_AS, which counts address space reserved and never written too: a worker that imported torch
+and ran 32 threads held 2.3 GiB of it for 0.9 GiB of data. An item that hits the limit is a
+`Failure` and its worker is replaced. A worker ends with its parent, even one killed by SIGKILL, so
+no worker outlives the program, nor does multiprocessing's resource tracker, which exits once the
+last process holding its pipe (the parent and each worker) has.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import resource
+import signal
+import sys
+import threading
 import time
 import weakref
 from collections import deque
@@ -32,6 +44,8 @@ STARTUP_TIMEOUT_S = 120.0
 MAX_CHUNK = 16
 # Aim for this many chunks per worker among the items still queued.
 CHUNKS_PER_WORKER = 4
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+GIB = 2**30
 
 # An item: its position in the call's input, and its argument tuple.
 Job = tuple[int, tuple]
@@ -46,15 +60,42 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class Failure:
-    """Why an item has no result: status "timeout" (killed at its deadline) or "error" (raised or crashed)."""
+    """Why an item has no result: status "timeout" (killed at its deadline), "memory" (hit the worker's
+    memory limit) or "error" (raised or crashed)."""
 
     status: str
     detail: str
 
 
-def _serve(conn: Connection, fn: Callable[..., Any], initializer: Callable[[], None] | None) -> None:
-    """Worker main loop: answer each argument tuple of each chunk, in order, with ("ok", fn(*args)) or
-    ("error", reason)."""
+def _end_with_parent() -> None:
+    """Make this worker exit when its parent does. On Linux the kernel SIGKILLs it, even while a
+    stuck item holds the GIL (it does so when the thread that started the worker ends: start pools
+    from a thread that outlives them, as sps does from its main thread); elsewhere, and as a second
+    line, a thread exits when the parent's end of the spawn pipe closes."""
+    parent = multiprocessing.parent_process()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent.pid:  # the parent ended before the signal was set
+        os._exit(1)
+    threading.Thread(target=_exit_when_closed, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_when_closed(sentinel: int) -> None:
+    wait([sentinel])  # readable only at end of file: the parent's end closed
+    os._exit(1)
+
+
+def _serve(
+    conn: Connection, fn: Callable[..., Any], initializer: Callable[[], None] | None, memory_limit: int | None
+) -> None:
+    """Worker main loop: answer each argument tuple of each chunk, in order, with ("ok", fn(*args)),
+    ("error", reason) or ("memory", None); after "memory" the worker stops (its heap may still hold
+    what filled it) and the parent starts a fresh one."""
+    _end_with_parent()
+    if memory_limit is not None:
+        hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+        limit = memory_limit if hard == resource.RLIM_INFINITY else min(memory_limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     if initializer is not None:
         initializer()
     conn.send(("ready", None))
@@ -66,18 +107,24 @@ def _serve(conn: Connection, fn: Callable[..., Any], initializer: Callable[[], N
         for args in chunk:
             try:
                 reply = ("ok", fn(*args))
+            except MemoryError:
+                reply = ("memory", None)
             except Exception as error:
                 # The type name only: formatting the exception could stringify a huge object and hang.
                 reply = ("error", f"raised {type(error).__name__}")
             conn.send(reply)
+            if reply[0] == "memory":
+                return
 
 
 class _Worker:
     """One worker process, the parent's end of its pipe, and the items sent to it but not answered."""
 
-    def __init__(self, context: Any, fn: Callable[..., Any], initializer: Callable[[], None] | None):
+    def __init__(self, context: Any, pool: WorkerPool):
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child_conn, fn, initializer), daemon=True)
+        self.process = context.Process(
+            target=_serve, args=(child_conn, pool.fn, pool.initializer, pool.memory_limit), daemon=True
+        )
         self.process.start()
         child_conn.close()
         self.ready = False
@@ -108,7 +155,8 @@ class WorkerPool:
     """Runs `fn(*args)` for argument tuples in worker processes, each call under a hard timeout.
 
     Workers start on `start()` or first use and are reused across `map` calls; `close()` (or leaving
-    a `with` block, or interpreter exit) stops them. `fn` and `initializer` must be importable
+    a `with` block, or interpreter exit, or the process's death) stops them. `memory_limit`: the
+    most bytes of data each worker may hold (None: no limit). `fn` and `initializer` must be importable
     module-level functions, as spawned workers unpickle them by name. Not safe to `map` from several
     threads at once.
     """
@@ -119,13 +167,17 @@ class WorkerPool:
         workers: int | None = None,
         timeout_s: float = 10.0,
         initializer: Callable[[], None] | None = None,
+        memory_limit: int | None = None,
     ):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if memory_limit is not None and memory_limit <= 0:
+            raise ValueError(f"memory_limit must be a positive number of bytes, got {memory_limit}")
         self.fn = fn
         self.size = workers or default_workers()
         self.timeout_s = timeout_s
         self.initializer = initializer
+        self.memory_limit = memory_limit
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._finalizer = weakref.finalize(self, _stop_all, self._workers)
@@ -134,7 +186,7 @@ class WorkerPool:
         """Start workers up to `workers` (default: the pool's size) without waiting for them to be
         ready, so their startup overlaps whatever the caller does before its first `map`."""
         while len(self._workers) < min(self.size, self.size if workers is None else workers):
-            self._workers.append(_Worker(self._context, self.fn, self.initializer))
+            self._workers.append(_Worker(self._context, self))
 
     def map(self, arg_tuples: Iterable[tuple], key: Callable[[tuple], Hashable] | None = None) -> list[Any]:
         """Results of `fn(*args)` in input order; a `Failure` for each item that timed out or failed.
@@ -219,6 +271,10 @@ class WorkerPool:
         if status == "ready":
             worker.ready = True
             return
+        if status == "memory":
+            limit = f"exceeded the {self.memory_limit / GIB:g} GiB memory limit" if self.memory_limit else "ran out of memory"
+            self._fail_current(worker, queues, results, "memory", limit)
+            return
         index = worker.pending.popleft()[1][0]
         results[index] = (
             value if status == "ok" else Failure("error", f"item {index}: {self.fn.__name__} {value}")
@@ -240,4 +296,4 @@ class WorkerPool:
         for key, job in reversed(worker.pending):
             queues.setdefault(key, deque()).appendleft(job)
         worker.stop()
-        self._workers[self._workers.index(worker)] = _Worker(self._context, self.fn, self.initializer)
+        self._workers[self._workers.index(worker)] = _Worker(self._context, self)

@@ -13,29 +13,33 @@ completion, or None where it does not apply to that row. A rollout's reward is t
 of the rewards that apply (`reward_weights`, default all 1).
 
 Functions run in worker processes, one call per prompt (its G completions together), each call
-under a hard timeout: a call that hangs is killed. A call that raises, hangs, returns the wrong
-number of values, NaN or something that is not a number, and a row where no reward applies, is a
-*failure*: the error names the function and the row. A failed rollout, and one whose grader timed
+under a hard timeout and each worker under a memory limit: a call that hangs is killed, one that
+goes over the limit fails, and either way its worker is replaced. A function's file is first
+imported in a worker, so one that exits or crashes at import is an error naming it rather than the
+end of sps. A call that raises, hangs, goes over the memory limit, returns the wrong number of
+values, NaN or something that is not a number, and a row where no reward applies, is a *failure*:
+the error names the function and the row. A failed rollout, and one whose grader timed
 out or failed, is *unscored*: its reward is NaN, so training leaves it out of the loss and counts
 it, and evaluation counts it as not solved and reports it. Nothing is scored 0 in silence.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from sps.grading.base import Grade
-from sps.grading.pool import Failure, WorkerPool
+from sps.grading.pool import GIB, Failure, WorkerPool
 from sps.grading.registry import get_grader, known_graders
+from sps.grading.reward_worker import Parameters, call_reward_function
 from sps.tasks.problem import Problem
 
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MEMORY_LIMIT_GIB = 4.0
+FAILED = {"timeout": "timed out", "memory": "went over reward_memory_limit", "error": "failed"}  # by Failure status
 UNSCORED_STATUSES = ("timeout", "error")  # a grader that said one of these could not score the completion
 
 
@@ -49,61 +53,55 @@ def is_function_spec(name: str) -> bool:
     return ":" in name
 
 
+# Callables that no file.py:name can name (a functools.partial, an object with __call__), by the
+# spec reward_spec gave them: their calls carry them to the workers, pickled (the user's own objects,
+# in this process; nothing is ever unpickled from a file).
+CALLABLE_OBJECTS: dict[str, Callable] = {}
+
+
 def reward_spec(function) -> str:
     """A reward as reward_funcs names it: a string as it is; a Python function as file.py:name of
     the file that defines it (workers load it from there, so it must be a module-level function, and
-    a script that defines it must start its work under `if __name__ == "__main__":`)."""
+    a script that defines it must start its work under `if __name__ == "__main__":`); a partial or
+    a callable object that pickles as `object:<its description>#<digest of its pickle>`."""
     if isinstance(function, str):
         return function
     import inspect
+    import pickle
 
-    name = getattr(function, "__qualname__", "")
-    if not callable(function) or "<" in name or "." in name:
-        raise ValueError(f"reward function {function!r}: pass a module-level function (or its name as module:function)")
-    return f"{Path(inspect.getfile(function)).resolve()}:{name}"
+    if not callable(function):
+        raise ValueError(f"reward function {function!r} is not callable: pass a function, its name as module:function, or a callable object")
+    name = getattr(function, "__qualname__", None)
+    if inspect.isfunction(function) and "<" not in name and "." not in name:
+        return f"{Path(inspect.getfile(function)).resolve()}:{name}"
+    try:
+        data = pickle.dumps(function)
+    except Exception as e:
+        raise ValueError(f"reward function {function!r} cannot be pickled for the reward workers ({type(e).__name__}: {str(e)[:200]}); "
+                         "pass a module-level function, a functools.partial of one, or an object of a module-level class") from None
+    import functools
+    import hashlib
+
+    if isinstance(function, functools.partial):  # stable across processes, unlike a repr with addresses
+        described = f"partial of {reward_spec(function.func)}"
+    else:
+        described = f"{type(function).__module__}.{type(function).__qualname__}"
+    spec = f"object:{described}#{hashlib.sha256(data).hexdigest()[:16]}"
+    CALLABLE_OBJECTS[spec] = function
+    return spec
+
+
+def reward_target(spec: str):
+    """What a worker call carries: the spec (the worker loads it), or the callable object itself."""
+    return CALLABLE_OBJECTS.get(spec, spec)
 
 
 def resolve_spec(spec: str) -> str:
     """A function spec with a file path made absolute (workers and resumed runs may start elsewhere)."""
     target, _, function = spec.rpartition(":")
-    if target.endswith(".py"):
+    if target.endswith(".py") and not spec.startswith("object:"):
         return f"{Path(target).expanduser().resolve()}:{function}"
     return spec
-
-
-@lru_cache(maxsize=32)
-def load_function(spec: str) -> Callable:
-    """The function a spec names; ValueError naming the spec and what is wrong."""
-    target, _, name = spec.rpartition(":")
-    if not target or not name:
-        raise ValueError(f"reward function {spec!r}: write it as package.module:function or path/to/file.py:function")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise ValueError(f"reward function {spec!r}: the file {path} does not exist")
-        module_spec = importlib.util.spec_from_file_location(f"sps_reward_{abs(hash(str(path)))}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as e:
-            raise ValueError(f"reward function {spec!r}: importing {path} raised {type(e).__name__}: {e}") from e
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as e:
-            raise ValueError(f"reward function {spec!r}: cannot import module {target!r} ({type(e).__name__}: {e})") from e
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ValueError(f"reward function {spec!r}: {target} has no function named {name!r}")
-    return fn
-
-
-def call_reward_function(spec: str, kwargs: dict) -> tuple[str, object]:
-    """Worker side: ("ok", the returned values) or ("error", what it raised)."""
-    try:
-        return "ok", list(load_function(spec)(**kwargs))
-    except Exception as e:  # the user's code: its message is what the user needs to see
-        return "error", f"raised {type(e).__name__}: {str(e)[:300]}"
 
 
 class RewardError(ValueError):
@@ -132,7 +130,9 @@ class RewardFunctions:
     def __init__(
         self, names: Sequence[str], weights: Sequence[float] = (), success_threshold: float = 1.0,
         timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None,
+        memory_limit_gib: float = DEFAULT_MEMORY_LIMIT_GIB,
     ):
+        names = [reward_spec(n) for n in ([names] if callable(names) else names)]  # one callable alone, as TRL takes it
         if not names:
             raise ValueError("reward_funcs is empty: name at least one grader or function")
         if weights and len(weights) != len(names):
@@ -141,18 +141,50 @@ class RewardFunctions:
             raise ValueError(f"reward_weights must be finite numbers (got {list(weights)})")
         if timeout_s <= 0:
             raise ValueError(f"reward_timeout must be positive (got {timeout_s})")
+        if not (math.isfinite(memory_limit_gib) and memory_limit_gib > 0):
+            raise ValueError(f"reward_memory_limit must be a positive number of GiB (got {memory_limit_gib})")
         unknown = [n for n in names if not is_function_spec(n) and n not in known_graders()]
         if unknown:
             raise ValueError(f"reward_funcs: {unknown[0]!r} is neither a grader ({', '.join(known_graders())}) nor module:function / file.py:function")
         self.names = [resolve_spec(n) if is_function_spec(n) else n for n in names]
         self.weights = list(weights) or [1.0] * len(names)
         self.success_threshold = success_threshold
-        for name in self.names:
-            if is_function_spec(name):
-                load_function(name)  # fail now, naming the spec, rather than in a worker mid-run
-        self.graders = {n: get_grader(n) for n in self.names if not is_function_spec(n)}
         functions = [n for n in self.names if is_function_spec(n)]
-        self.pool = WorkerPool(call_reward_function, workers, timeout_s) if functions else None
+        self.pool = WorkerPool(call_reward_function, workers, timeout_s, memory_limit=int(memory_limit_gib * GIB)) if functions else None
+        self.graders = {}
+        self.parameters: dict[str, Parameters] = {}  # what each function takes, read by its worker
+        try:
+            if self.pool is not None:
+                self._load(functions)
+            self.graders = {n: get_grader(n) for n in self.names if not is_function_spec(n)}
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, functions: list[str]) -> None:
+        """Load each function in a worker, as the calls will, so that a bad spec fails now, naming
+        it, rather than mid-run, and a file that exits or crashes at import cannot take sps with it."""
+        for spec, result in zip(functions, self.pool.map([(reward_target(spec), None) for spec in functions]), strict=True):
+            if isinstance(result, Failure):
+                raise ValueError(f"reward function {spec!r}: importing it ended its worker process ({result.detail}); "
+                                 "its file or module must not exit, crash or hang when imported")
+            if result[0] == "error":
+                raise ValueError(result[1])
+            self.parameters[spec] = result[1]
+
+    def check_arguments(self, problem: Problem) -> None:
+        """Every function takes what sps passes for rows like `problem`, and requires nothing else
+        (TRL passes `trainer_state` and more that sps does not): checked at start, naming the keyword."""
+        given = ["prompts", "completions", "completion_ids", *reward_columns(problem)]
+        for spec, takes in self.parameters.items():
+            missing = [name for name in takes.required if name not in given]
+            if missing:
+                raise ValueError(f"reward function {spec}: requires {', '.join(map(repr, missing))}, which sps does not pass; "
+                                 f"it passes {', '.join(given)} (the row's columns by name): give {'them' if len(missing) > 1 else 'it'} a default or leave {'them' if len(missing) > 1 else 'it'} out")
+            unknown = [name for name in given if name not in takes.named]
+            if unknown and not takes.any_keyword:
+                raise ValueError(f"reward function {spec}: takes no keyword {unknown[0]!r}, which sps passes with "
+                                 f"{', '.join(given)}: add **kwargs to its parameters")
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], completion_ids: Sequence[list[int]],
               problems: Sequence[Problem], group_size: int) -> Scores:
@@ -189,14 +221,14 @@ class RewardFunctions:
             kwargs = {key: [c.get(key) for c in columns] for key in dict.fromkeys(k for c in columns for k in c)}
             kwargs |= {"prompts": [prompts[i] for i in rows], "completions": [completions[i] for i in rows],
                        "completion_ids": [list(completion_ids[i]) for i in rows]}
-            calls.append((spec, kwargs))
+            calls.append((reward_target(spec), kwargs))
         rewards: list[float | None] = []
         for start, result in zip(starts, self.pool.map(calls), strict=True):
             size = min(group_size, len(completions) - start)
             where = f"reward function {spec} on row {problems[start].id!r}"
             problem = None
             if isinstance(result, Failure):
-                problem = f"{where}: {'timed out' if result.status == 'timeout' else 'failed'} ({result.detail})"
+                problem = f"{where}: {FAILED[result.status]} ({result.detail})"
             elif result[0] == "error":
                 problem = f"{where}: {result[1]}"
             elif len(result[1]) != size:
@@ -220,4 +252,5 @@ class RewardFunctions:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    """A finite real number: Python's, or numpy's (np.float32 is not a float subclass)."""
+    return isinstance(value, numbers.Real) and math.isfinite(float(value))

@@ -189,7 +189,7 @@ def test_a_prompt_beyond_the_context_is_named_before_any_work(random_llama, tmp_
     data.write_text(json.dumps({"id": "short", "problem": "1 2>3:", "answer": "x"}) + "\n"
                     + json.dumps({"id": "huge", "problem": "7" * 5_000_000, "answer": "x"}) + "\n")
     run_dir = tmp_path / "run"
-    assert main(["train", "--config", str(config_file(tmp_path, "c", **settings(random_llama, run_dir, train_data=str(data), train_size=0)))]) == 2
+    assert main(["train", "--config", str(config_file(tmp_path, "c", **settings(random_llama, run_dir, train_data=str(data), train_size=0, prompts_per_step=2)))]) == 2
     assert "problem 'huge' of long has 5,000,000 characters, far beyond the model's context of 128 tokens" in error_of(capsys)
     assert not run_dir.exists()
     assert main(["eval", "--model", str(random_llama), "--benchmark", str(data), "--out", str(tmp_path / "e")]) == 2

@@ -16,17 +16,18 @@ def main(argv: list[str] | None = None) -> int:
     stderr naming the input, and exit code 2; Ctrl-C and SIGTERM stop the work where it is (what
     was written stays) and exit 130 and 143."""
     from sps.interrupts import Interrupted, raise_on_sigterm
+    from sps.io import DiskFull
 
     parser = build_parser()
     # Only `sps train` takes free-form --key value overrides; other commands reject unknown options.
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(hyphenated(sys.argv[1:] if argv is None else argv))
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
     raise_on_sigterm()
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError) as e:
+    except (ValueError, DiskFull, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError) as e:
         print(f"sps {args.command}: error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as e:
@@ -40,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
               "nothing written before is lost (every file is written whole or not at all): free space and rerun "
               "the same command to resume", file=sys.stderr)
         return 2
+
+
+def hyphenated(argv: list[str]) -> list[str]:
+    """Every command takes --some_option as --some-option, as `sps train` takes both (train's
+    settings keep their own spelling: they are dataclass fields)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "train":
+        return argv
+    return [a.split("=", 1)[0].replace("_", "-") + a[len(a.split("=", 1)[0]):] if a.startswith("--") else a for a in argv]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,15 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_eval(commands) -> None:
+    from sps.training.config import TrainConfig
+
     p = commands.add_parser("eval", help="sample n completions per problem and report Pass@k, Avg@n, Maj@k")
     p.add_argument("--model", required=True, help="model folder, hub id, smollm2-135m-instruct, or testbed (the built-in testbed model)")
     p.add_argument("--benchmark", required=True, help="comma-separated names, JSON Lines paths, hf:owner/name[:split] or rg:<task>[:train|val|test][?settings] (reasoning-gym)")
-    p.add_argument("--n", "--samples", dest="n", type=int, default=8,
+    p.add_argument("--n", "--samples", "--num-generations", dest="n", type=int, default=8,
                    help="samples per problem (under torchrun write --samples: torchrun takes --n for one of its own options)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="0 switches top-k off")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="most tokens per completion (default: 1024, or less where the model's context leaves less after the longest prompt)")
+    p.add_argument("--max-completion-length", "--max-new-tokens", dest="max_new_tokens", type=int, default=None, help="most tokens per completion (default: 1024, or less where the model's context leaves less after the longest prompt)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems (0: all)")
     p.add_argument("--prompt-template", default=None, help="qwen-boxed, chat, chat-answer or plain (default: the benchmark's)")
     p.add_argument("--grader", default=None, help="math, choice, countdown or reasoning_gym (default: the benchmark's)")
@@ -72,11 +84,15 @@ def add_eval(commands) -> None:
     p.add_argument("--reward-weights", default="", help="comma-separated weight per --reward-funcs entry (default: all 1)")
     p.add_argument("--success-threshold", type=float, default=1.0, help="a sample is correct (counts in Pass@k) when its reward is at least this")
     p.add_argument("--max-reward-failures", type=int, default=0, help="reward-function failures allowed per batch (the failed samples count as not correct)")
+    limits = TrainConfig()  # the reward limits are sps train's
+    p.add_argument("--reward-timeout", type=float, default=limits.reward_timeout, help="seconds a reward function may take for one problem's samples before its worker is killed")
+    p.add_argument("--reward-memory-limit", type=float, default=limits.reward_memory_limit, help="GiB of memory each reward-function worker may hold; a call that needs more fails, named")
     p.add_argument("--batch-size", type=int, default=256, help="sequences sampled together")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default: out/eval/<model name>)")
+    p.add_argument("--output-dir", "--out", dest="out", default=None, help="output folder (default: out/eval/<model name>)")
     p.add_argument("--data-dir", default=None, help="benchmark data folder (default: $SPS_DATA_DIR or ../shared/data)")
-    p.add_argument("--overwrite", action="store_true", help="discard samples made with other settings")
+    p.add_argument("--overwrite", action="store_true", help="discard samples made with other settings, model, data or template")
+    p.add_argument("--regrade", action="store_true", help="score the samples there again: their reward function or grader changed since")
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -88,7 +104,7 @@ def add_eval(commands) -> None:
 
 
 def run_eval_command(args) -> int:
-    from sps.evaluation.evaluate import evaluate_model
+    from sps.evaluation.evaluate import default_out_dir, evaluate_model
     from sps.evaluation.report import combined_table
     from sps.evaluation.runner import EvalSettings
     from sps.tasks.benchmarks import FieldNames, split_specs
@@ -118,7 +134,7 @@ def run_eval_command(args) -> int:
         reward_weights=[float(w) for w in args.reward_weights.split(",") if w],
         success_threshold=args.success_threshold,
     )
-    out = Path(args.out or Path("out") / "eval" / Path(args.model.rstrip("/")).name)
+    out = Path(args.out or default_out_dir(args.model))
     results = evaluate_model(
         args.model,
         split_specs(args.benchmark),
@@ -134,6 +150,9 @@ def run_eval_command(args) -> int:
         device=args.device,
         overwrite=args.overwrite,
         max_reward_failures=args.max_reward_failures,
+        reward_timeout=args.reward_timeout,
+        reward_memory_limit=args.reward_memory_limit,
+        regrade=args.regrade,
     )
     if results:  # the main process's (under torchrun the others sampled their share and return none)
         print(combined_table(results))
@@ -196,6 +215,9 @@ def add_train(commands) -> None:
     p.add_argument("--config", default=None, help="YAML file with settings (see configs/); --key value pairs override it")
     add_dry_run_options(p)
     p.add_argument("--nproc", type=int, default=None, help="dry run: training processes (default: $WORLD_SIZE or 1)")
+    p.add_argument("--overwrite", "--restart", dest="overwrite", action="store_true",
+                   help="discard the run in output_dir and start over: needed when its settings, reward code, data, template or "
+                        "start model differ from these, or when every checkpoint is damaged")
     p.set_defaults(run=run_train_command)
 
 
@@ -217,7 +239,7 @@ def run_train_command(args) -> int:
         plan = train_plan(cfg, layout, gpu_memory_bytes(args))
         print(plan.text())
         return exit_code(plan)
-    run_dir = train(cfg)
+    run_dir = train(cfg, overwrite=args.overwrite, flag=lambda name: f"--{name}")
     print(f"run folder: {run_dir}")
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sps.evaluation.report import combined_table
 from sps.evaluation.runner import EvalSettings, run_eval
+from sps.grading.rewards import DEFAULT_MEMORY_LIMIT_GIB, DEFAULT_TIMEOUT_S
 from sps.io import atomic_write_text
 from sps.tasks.benchmarks import FieldNames, load_benchmark
 
@@ -46,6 +47,10 @@ def evaluate_model(
     device: str | None = None,
     overwrite: bool = False,
     max_reward_failures: int = 0,
+    reward_timeout: float = DEFAULT_TIMEOUT_S,
+    reward_memory_limit: float = DEFAULT_MEMORY_LIMIT_GIB,
+    regrade: bool = False,
+    flag=lambda name: f"--{name}",
 ) -> dict[str, dict]:
     """Evaluate one model on each benchmark; returns {benchmark name: metrics}.
 
@@ -53,9 +58,12 @@ def evaluate_model(
     per benchmark. One benchmark writes into `out`; several write into out/<name>/ each, plus a
     combined table in out/summary.md. Started by torchrun, every process loads the model on its
     device and samples its share of the batches; the main process writes and returns the metrics,
-    the others return {}.
+    the others return {}. A folder whose samples came from another model, data or template is
+    refused, and one scored by another reward too unless `regrade` scores them again (sps.identity);
+    `flag(name)` writes an option as the caller would in those messages.
     """
     from sps.grading.rewards import RewardFunctions
+    from sps.identity import data_identity, model_identity, reward_identity, template_identity
     from sps.models.loading import check_device, load_policy, load_tokenizer, resolve_model_path
     from sps.training.distributed import init_world
 
@@ -78,15 +86,22 @@ def evaluate_model(
         for settings in settings_of.values():
             key = tuple(settings.rewards())
             if key not in scorers:
-                scorers[key] = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold)
+                scorers[key] = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold,
+                                               reward_timeout, memory_limit_gib=reward_memory_limit)
+        for b in benchmarks:
+            scorers[tuple(settings_of[b.name].rewards())].check_arguments(b.problems[0])
         model = None if engine == "vllm" else load_policy(model_name, dtype=dtype, device=device)[0]  # vLLM holds its own copy
         rollout = make_engine(engine, model, tokenizer, path, batch_size)
         for b in benchmarks:
             settings = settings_of[b.name]
             key = tuple(settings.rewards())
             folder = out if len(benchmarks) == 1 else out / b.name
+            problems = b.problems[: settings.limit] if settings.limit else b.problems
+            identity = {"model": model_identity(path), "data": data_identity(problems),
+                        "template": template_identity(settings.prompt_template, tokenizer), "rewards": reward_identity(settings.rewards())}
             results[b.name] = run_eval(rollout, tokenizer, b, settings, folder, scorers[key], batch_size, overwrite,
-                                       max_reward_failures=max_reward_failures, world=world)
+                                       max_reward_failures=max_reward_failures, world=world, identity=identity,
+                                       regrade=regrade, flag=flag)
     finally:
         for scorer in scorers.values():
             scorer.close()
@@ -149,18 +164,22 @@ def fitted_settings(base: EvalSettings, benchmark, template: str, grader: str, t
 def evaluate(
     model: str | Path,
     benchmark: str | list[str],
-    out: str | Path | None = None,
+    output_dir: str | Path | None = None,
     *,
     n: int = 8,
     temperature: float = 0.7,
     top_p: float = 1.0,
-    max_new_tokens: int | None = None,
+    top_k: int = 0,
+    max_completion_length: int | None = None,
     limit: int | None = None,
     prompt_template: str | None = None,
     grader: str | None = None,
     reward_funcs=(),
     reward_weights=(),
     success_threshold: float = 1.0,
+    max_reward_failures: int = 0,
+    reward_timeout: float = DEFAULT_TIMEOUT_S,
+    reward_memory_limit: float = DEFAULT_MEMORY_LIMIT_GIB,
     seed: int = 0,
     batch_size: int = 256,
     engine: str = "hf",
@@ -168,27 +187,61 @@ def evaluate(
     device: str | None = None,
     data_dir: str | None = None,
     overwrite: bool = False,
+    regrade: bool = False,
+    **aliases,
 ) -> dict:
-    """`sps eval` from Python: sample n completions per problem, score them, and return the metrics
-    (docs/evaluation.md lists them): one benchmark's dict, or {name: metrics} for several.
+    """`sps eval` from Python, with its options under the same names: sample n completions per
+    problem, score them, and return the metrics (docs/evaluation.md lists them; Pass@k and Maj@k
+    keyed by int k): one benchmark's dict, or {name: metrics} for several.
 
     model: a folder, a run folder (its newest checkpoint), a hub id or an alias; benchmark: a name,
     a JSON Lines path, hf:owner/name[:split], rg:<task>, or a list of them. reward_funcs: graders
-    and functions (callables or "module:function" / "file.py:function"), summed with reward_weights;
-    max_new_tokens: default at most 1024 and what the model's context leaves after the longest prompt;
-    a sample is correct when its reward reaches success_threshold. Writes into `out` (default
-    out/eval/<model name>) and, rerun, resumes there. Under torchrun every process samples its share
-    and the main process returns the metrics (the others: {})."""
+    and functions (callables or "module:function" / "file.py:function"; one alone or a list), summed
+    with reward_weights; max_completion_length: default at most 1024 and what the model's context
+    leaves after the longest prompt; a sample is correct when its reward reaches success_threshold;
+    reward_timeout (s) and reward_memory_limit (GiB) bound each reward-function call, as in sps train.
+    Writes into `output_dir` (default out/eval/<model name>, or out/eval/<run>_<checkpoint> for a
+    checkpoint folder) and, rerun, resumes there; regrade=True scores samples made before a change
+    of the reward again. The names sps train and TRL use are accepted too: num_generations for n,
+    max_new_tokens for max_completion_length, out for output_dir. Under torchrun every process
+    samples its share and the main process returns the metrics (the others: {})."""
     from sps.grading.rewards import reward_spec
     from sps.tasks.benchmarks import split_specs
 
+    given = {"n": n, "max_completion_length": max_completion_length, "output_dir": output_dir}
+    for alias, value in aliases.items():
+        name = EVAL_ALIASES.get(alias)
+        if name is None:
+            raise TypeError(f"evaluate() got an unexpected keyword argument {alias!r}")
+        given[name] = value
     specs = split_specs(benchmark) if isinstance(benchmark, str) else list(benchmark)
+    funcs = [reward_funcs] if callable(reward_funcs) or isinstance(reward_funcs, str) else list(reward_funcs)
     base = EvalSettings(
-        model=str(model), benchmark="", n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-        limit=limit, seed=seed, reward_funcs=[reward_spec(f) for f in reward_funcs], reward_weights=list(reward_weights),
-        success_threshold=success_threshold,
+        model=str(model), benchmark="", n=given["n"], temperature=temperature, top_p=top_p, top_k=top_k,
+        max_new_tokens=given["max_completion_length"], limit=limit, seed=seed, reward_funcs=[reward_spec(f) for f in funcs],
+        reward_weights=list(reward_weights), success_threshold=success_threshold,
     )
-    out = Path(out or Path("out") / "eval" / Path(str(model).rstrip("/")).name)
+    out = Path(given["output_dir"] or default_out_dir(model))
     results = evaluate_model(str(model), specs, out, base, prompt_template, grader, data_dir, engine=engine,
-                             batch_size=batch_size, dtype=dtype, device=device, overwrite=overwrite)
+                             batch_size=batch_size, dtype=dtype, device=device, overwrite=overwrite,
+                             max_reward_failures=max_reward_failures, reward_timeout=reward_timeout,
+                             reward_memory_limit=reward_memory_limit, regrade=regrade, flag=lambda name: f"{name}=True")
+    results = {name: keyed_by_int(m) for name, m in results.items()}
     return next(iter(results.values())) if len(specs) == 1 and results else results
+
+
+# The other names of evaluate()'s options: sps train's and TRL's words for the same things.
+EVAL_ALIASES = {"num_generations": "n", "max_new_tokens": "max_completion_length", "out": "output_dir"}
+
+
+def keyed_by_int(metrics: dict) -> dict:
+    """The metrics with their per-k tables keyed by int k (JSON keeps them as strings)."""
+    return {key: {int(k): v for k, v in value.items()} if key.endswith("_at_k") or key.endswith("_at_k_ci") else value
+            for key, value in metrics.items()}
+
+
+def default_out_dir(model: str | Path) -> Path:
+    """out/eval/<model name>; a checkpoint folder is named with its run (two runs' step_000040 do not collide)."""
+    path = Path(str(model).rstrip("/"))
+    name = f"{path.parent.parent.name}_{path.name}" if path.parent.name == "checkpoints" else path.name
+    return Path("out") / "eval" / name

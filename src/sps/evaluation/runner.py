@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from sps.evaluation.metrics import compute_metrics
 from sps.evaluation.report import write_report
 from sps.grading.rewards import check_failures
-from sps.io import append_jsonl, atomic_write_json, read_jsonl_repairing
+from sps.identity import changes
+from sps.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl_repairing
 from sps.progress import progress_bar
 from sps.rollout.base import SamplingParams
 from sps.tasks.benchmarks import Benchmark
@@ -67,27 +68,67 @@ class SettingsMismatch(ValueError):
     """The output folder holds samples made with other settings."""
 
 
-def prepare_out_dir(out_dir: Path, settings: EvalSettings, overwrite: bool) -> None:
-    """Create out_dir with settings.json, or check that the one there matches."""
+def prepare_out_dir(out_dir: Path, settings: EvalSettings, overwrite: bool, identity: dict | None = None,
+                    regrade: bool = False, flag=lambda name: f"--{name}") -> bool:
+    """Create out_dir with settings.json, or check that the one there matches these settings and
+    this identity (sps.identity: the model, data, template and reward code). Returns whether the
+    samples there are to be scored again: their reward changed and `regrade` says so. `flag(name)`
+    writes an option as the caller would (--overwrite, or overwrite=True from Python)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     settings_file = out_dir / "settings.json"
-    current = asdict(settings)
+    current = {**asdict(settings), "identity": identity or {}}
+    rescore = False
     # settings.json without a sample holds nothing: an evaluation that failed before its first
     # batch does not stand in the way of the corrected rerun.
     if settings_file.exists() and not overwrite and read_jsonl_repairing(out_dir / "samples.jsonl"):
         stored = json.loads(settings_file.read_text())
         # A setting added since that evaluation was made counts as its default there.
         defaults = asdict(EvalSettings(model="", benchmark=""))
-        differ = [f"{k}: {stored.get(k, defaults[k])!r} there, {v!r} now" for k, v in current.items() if stored.get(k, defaults[k]) != v]
+        differ = [f"{k}: {stored.get(k, defaults[k])!r} there, {v!r} now" for k, v in asdict(settings).items()
+                  if stored.get(k, defaults[k]) != v]
         if differ:
             raise SettingsMismatch(
                 f"{out_dir} holds an evaluation with other settings ({'; '.join(differ)}). "
-                "Use another output folder, or --overwrite to discard it."
+                f"Use another output folder, or {flag('overwrite')} to discard it."
             )
+        changed = changes(stored.get("identity", {}), identity or {})
+        sampled = [c for c in changed if not c.startswith("rewards")]
+        if sampled:
+            raise SettingsMismatch(
+                f"{out_dir} holds samples of another {', '.join(sampled)} (changed since they were made). "
+                f"Use another output folder, or {flag('overwrite')} to discard them."
+            )
+        if changed and not regrade:
+            raise SettingsMismatch(
+                f"{out_dir} holds samples scored by another version of {', '.join(c.removeprefix('rewards ') for c in changed)}. "
+                f"Use {flag('regrade')} to score them again, {flag('overwrite')} to discard them, or another output folder."
+            )
+        rescore = bool(changed)
     if overwrite:
         for name in OUTPUTS:
             (out_dir / name).unlink(missing_ok=True)
     atomic_write_json(settings_file, current)
+    return rescore
+
+
+def rescore_rows(rows: list[dict], by_id: dict, settings: EvalSettings, tokenizer, rewards, max_reward_failures: int,
+                 name: str) -> list[dict]:
+    """The rows scored again by `rewards`, problem by problem; their samples are kept. A reward that
+    reads token ids gets the completion's text encoded again (samples.jsonl keeps only the text)."""
+    out = []
+    for pid in dict.fromkeys(r["problem_id"] for r in rows):
+        group = [r for r in rows if r["problem_id"] == pid]
+        texts = [r["completion"] for r in group]
+        ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        scores = rewards.score([by_id[pid].problem] * len(group), texts, ids, [by_id[pid]] * len(group), len(group))
+        check_failures(scores, max_reward_failures, f"{name}, problem {pid!r} scored again")
+        out += [{**r, **scored_fields(g, reward, settings)} for r, g, reward in zip(group, scores.grades, scores.rewards, strict=True)]
+    return out
+
+
+def scored_fields(grade, reward: float, settings: EvalSettings) -> dict:
+    return {"extracted": grade.extracted, "correct": bool(reward >= settings.success_threshold),
+            "reward": None if math.isnan(reward) else reward, "status": grade.status, "detail": grade.detail}
 
 
 def stable_seed(*parts) -> int:
@@ -122,6 +163,9 @@ def run_eval(
     show_progress: bool = True,
     max_reward_failures: int = 0,
     world: World | None = None,
+    identity: dict | None = None,
+    regrade: bool = False,
+    flag=lambda name: f"--{name}",
 ) -> dict | None:
     """Sample, score and report one benchmark into out_dir; returns the metrics dict.
 
@@ -129,7 +173,8 @@ def run_eval(
     reaches success_threshold. batch_rows: about how many samples are generated and scored between
     two writes. world: a training run's processes (sps.training.distributed.World; every one calls
     this with full weights): each takes every world.size-th batch, and only the main process
-    touches out_dir and returns the metrics (the others return None).
+    touches out_dir and returns the metrics (the others return None). identity, regrade, flag: see
+    prepare_out_dir.
     """
     from sps.io import lock_folder
     from sps.training.distributed import World
@@ -140,7 +185,7 @@ def run_eval(
     lock = lock_folder(out_dir, "sps eval") if world.is_main else None
     try:
         return evaluate_into(engine, tokenizer, benchmark, settings, out_dir, rewards, batch_rows, overwrite, show_progress,
-                             max_reward_failures, world)
+                             max_reward_failures, world, identity, regrade, flag)
     except BaseException:
         if lock is not None and created and not read_jsonl_repairing(out_dir / "samples.jsonl"):
             lock.close()
@@ -152,15 +197,20 @@ def run_eval(
 
 
 def evaluate_into(engine, tokenizer, benchmark: Benchmark, settings: EvalSettings, out_dir: Path, rewards, batch_rows: int,
-                  overwrite: bool, show_progress: bool, max_reward_failures: int, world: World) -> dict | None:
+                  overwrite: bool, show_progress: bool, max_reward_failures: int, world: World, identity: dict | None,
+                  regrade: bool, flag) -> dict | None:
     """run_eval's work, with the folder's lock held by the main process."""
     problems = benchmark.problems[: settings.limit] if settings.limit else benchmark.problems
     by_id = {p.id: p for p in problems}
     samples_file = out_dir / "samples.jsonl"
     rows, todo = [], {}
     if world.is_main:
-        prepare_out_dir(out_dir, settings, overwrite)
+        rescore = prepare_out_dir(out_dir, settings, overwrite, identity, regrade, flag)
         rows = read_jsonl_repairing(samples_file)
+        if rescore:
+            rows = rescore_rows(rows, by_id, settings, tokenizer, rewards, max_reward_failures, benchmark.name)
+            atomic_write_jsonl(samples_file, rows)
+            print(f"{benchmark.name}: scored the {len(rows):,} samples in {samples_file} again")
         todo = {pid: idx for pid, idx in missing_work(list(by_id), rows, settings.n, samples_file).items() if idx}
     todo = world.gather(todo)[0]  # what the main process found missing
     work = batches(todo, batch_rows)
@@ -204,11 +254,7 @@ def sample_and_score(engine, tokenizer, batch: list[str], todo: dict[str, list[i
             "problem_id": pid,
             "sample_index": index,
             "completion": c.text,
-            "extracted": g.extracted,
-            "correct": bool(reward >= settings.success_threshold),
-            "reward": None if math.isnan(reward) else reward,
-            "status": g.status,
-            "detail": g.detail,
+            **scored_fields(g, reward, settings),
             "num_tokens": len(c.token_ids),
             "finish_reason": c.finish_reason,
         }

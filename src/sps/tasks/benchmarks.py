@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sps.paths import data_dir as resolve_data_dir
@@ -38,6 +38,15 @@ class Benchmark:
     template: str  # the prompt template used when the user names none
     source: str  # where the problems came from, for reports
     skipped: list[str] = field(default_factory=list)  # one message per malformed row left out
+
+
+def hold_out(benchmark: Benchmark, count: int) -> tuple[Benchmark, Benchmark]:
+    """(the benchmark less its last `count` problems, those problems as a benchmark of their own)."""
+    if not 1 <= count < len(benchmark.problems):
+        raise ValueError(f"eval_split {count} must leave problems to train on: {benchmark.source} holds {len(benchmark.problems)}")
+    rest, held = benchmark.problems[:-count], benchmark.problems[-count:]
+    return (replace(benchmark, problems=rest),
+            replace(benchmark, name=f"{benchmark.name}-held-out", problems=held, source=f"the last {count} rows of {benchmark.source}"))
 
 
 def split_specs(specs: str) -> list[str]:

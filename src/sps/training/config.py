@@ -101,6 +101,31 @@ class PeftConfig:
     target_modules: list[str] = option([], "module names that get adapters, e.g. q_proj,k_proj,v_proj,o_proj (empty: peft's default for the architecture)")
 
 
+# A LoraConfig's fields that say nothing about the adapters sps trains (peft and TRL fill them in).
+LORA_BOOKKEEPING = {"r", "lora_alpha", "lora_dropout", "target_modules", "task_type", "peft_type", "inference_mode",
+                    "base_model_name_or_path", "revision", "auto_mapping"}
+
+
+def as_peft_config(value) -> PeftConfig:
+    """A PeftConfig as it is; peft's LoraConfig, as TRL users pass it (peft_config=LoraConfig(...)),
+    read into one. A LoraConfig setting that sps would not honour is an error naming it."""
+    if isinstance(value, PeftConfig):
+        return value
+    if type(value).__name__ != "LoraConfig":
+        raise ValueError(f"peft must be sps.PeftConfig or peft.LoraConfig (got {type(value).__name__})")
+    import dataclasses as fields_of
+
+    default = type(value)()
+    unsupported = [f"{f.name}={getattr(value, f.name)!r}" for f in fields_of.fields(value)
+                   if f.name not in LORA_BOOKKEEPING and getattr(value, f.name) != getattr(default, f.name)]
+    if unsupported:
+        raise ValueError(f"peft_config: sps trains a LoraConfig's r, lora_alpha, lora_dropout and target_modules; "
+                         f"{', '.join(unsupported)} is not supported")
+    targets = value.target_modules
+    targets = [] if targets is None else [targets] if isinstance(targets, str) else sorted(targets)
+    return PeftConfig(r=value.r, lora_alpha=float(value.lora_alpha), lora_dropout=value.lora_dropout, target_modules=targets)
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. `sps train --help` lists these with their defaults."""
@@ -118,6 +143,7 @@ class TrainConfig:
     success_threshold: float = option(1.0, "a rollout succeeds when its reward is at least this: what Pass@k counts, SPS's demonstrations, and the 0/1 outcome of passk, w_reinforce, simko, dph, focal and the unlikeliness reward")
     max_reward_failures: int = option(0, "reward-function failures (raised, timed out, wrong length, NaN, not a number) allowed per step; each failed rollout is left out of the loss and counted; more stop the run")
     reward_timeout: float = option(60.0, "seconds a reward function may take for one prompt's completions before its worker is killed")
+    reward_memory_limit: float = option(4.0, "GiB of memory each reward-function worker may hold (its heap and other writable data, RLIMIT_DATA); a call that needs more fails, named, and its worker is replaced")
     data_dir: str = option("", "benchmark data folder (empty: $SPS_DATA_DIR or ../shared/data)")
 
     # Rollouts.
@@ -159,7 +185,8 @@ class TrainConfig:
     seed: int = option(0, "seed for prompts, sampling and initialisation")
     max_steps: int = option(100, "training steps (each samples a fresh batch of rollouts)")
     eval_every: int = option(0, "evaluate on eval_benchmark every this many steps and at the end (0 = only at the end; negative = never)")
-    eval_benchmark: str = option("countdown-val", "held-out benchmark for evaluations during training")
+    eval_benchmark: str = option("countdown-val", "held-out benchmark for evaluations during training; left at this default with train_data other than the testbed's, the evaluations use eval_split rows held out of train_data instead")
+    eval_split: int = option(0, "rows held out of train_data for evaluations when eval_benchmark is left at its default and train_data is not the testbed's (0: a tenth of them, 1 to 200)")
     eval_limit: int = option(200, "problems evaluated (0 = all)")
     eval_n: int = option(16, "samples per problem in evaluations")
     eval_temperature: float = option(1.0, "sampling temperature of evaluations")

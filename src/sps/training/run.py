@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from sps.io import append_jsonl, atomic_write_jsonl, atomic_write_text, read_jsonl, read_jsonl_repairing
+from sps.identity import changes
+from sps.io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_jsonl,
+    read_jsonl_repairing,
+)
 from sps.progress import progress_bar
 from sps.training.config import TrainConfig
 from sps.training.distributed import World
@@ -27,46 +35,58 @@ from sps.training.guards import GUARD_STEPS, guard_warnings
 from sps.training.loggers import open_writers
 
 # Settings a resumed run may change: they do not change what the steps compute (output_dir: the
-# folder is the run, wherever it lives and however its path is written).
+# folder is the run, wherever it lives and however its path is written; the reward limits only
+# stop a reward call that hangs or bloats, so a stuck run can be resumed with tighter ones).
 RESUMABLE_CHANGES = (
     "output_dir", "max_steps", "eval_every", "save_every", "keep_checkpoints", "report_to", "threads", "device", "micro_batch_size", "max_tokens_per_microbatch",
-    "gradient_checkpointing", "logits_chunk_size",
+    "gradient_checkpointing", "logits_chunk_size", "reward_timeout", "reward_memory_limit",
 )
 
 
 class RunFiles:
     """Everything a run writes, written by the main process only."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, world: World):
+    def __init__(self, run_dir: Path, cfg: TrainConfig, world: World, overwrite: bool = False, flag=lambda name: f"--{name}"):
         self.dir = run_dir
         self.cfg = cfg
         self.world = world
+        self.overwrite = overwrite  # discard the run in run_dir and start over; not a setting of the run
+        self.flag = flag  # an option as the caller writes it: --overwrite, or overwrite=True from Python
         self.log_file = run_dir / "metrics.jsonl"
         self.writers: list = []
         self.recent: list[dict] = []  # the last steps' metrics, for the runtime guards
         self.speaking: set[str] = set()  # metrics whose guard warned at the last step
+        self.eval_benchmarks: list = []  # what evaluations sample (sps.training.trainer.eval_benchmarks)
 
     # -- starting and resuming ------------------------------------------------------------------
 
-    def start(self) -> tuple[tuple[int, Path] | None, list[str]]:
-        """Take the run folder's lock, clear what an interrupted write left, pick the newest
-        checkpoint that passes verification, check the settings against the run's (config.yaml and
-        the checkpoint's own record) and write them, and drop log rows and evaluations past the
-        resume point. Returns (the checkpoint to resume from or None, notices for the progress line
-        and the log). Called once every input has been checked: nothing is written before."""
+    def start(self, identity: dict | None = None) -> tuple[tuple[int, Path] | None, list[str]]:
+        """Take the run folder's lock (with overwrite, empty the folder), clear what an interrupted
+        write left, pick the newest checkpoint that passes verification, check the settings and the
+        identity (sps.identity) against the run's and write them, and drop log rows and evaluations
+        past the resume point. Returns (the checkpoint to resume from or None, notices for the
+        progress line and the log). Called once every input has been checked: nothing is written before."""
         from sps.io import lock_folder, remove_leftovers
         from sps.training.checkpoint import load_trainer_state, newest_good_checkpoint
 
         checkpoint, notices = None, []
         if self.world.is_main:
             self.lock = lock_folder(self.dir, "sps train")
-            for leftover in remove_leftovers(self.dir) + remove_leftovers(self.dir / "checkpoints"):
-                notices.append(f"removed {leftover.name}, left by an interrupted write")
-            checkpoint, skipped = newest_good_checkpoint(self.dir)
-            notices += skipped
-            if skipped:
-                notices.append(f"resuming from {checkpoint[1].name}" if checkpoint else "no good checkpoint left: starting over")
-            self.check_config(load_trainer_state(checkpoint[1]).get("config") if checkpoint else None)
+            if self.overwrite and any(p.name != ".lock" for p in self.dir.iterdir()):
+                for path in (p for p in self.dir.iterdir() if p.name != ".lock"):
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                notices.append(f"{self.flag('overwrite')}: removed the run that was in {self.dir}, starting over")
+            owned = [self.dir, self.dir / "checkpoints", *(p for p in (self.dir / "evals").rglob("*") if p.is_dir())]
+            for leftover in [found for folder in owned for found in remove_leftovers(folder)]:
+                notices.append(f"removed {leftover.relative_to(self.dir)}, left by an interrupted write")
+            checkpoint, damaged = newest_good_checkpoint(self.dir)
+            if damaged and not checkpoint:
+                raise ValueError(f"{self.dir} has no good checkpoint ({'; '.join(f'{name}: {problem}' for name, problem in damaged)}); "
+                                 f"restore them, or rerun with {self.flag('overwrite')} to delete the run there and start over")
+            notices += [f"checkpoint {name} is damaged ({problem}); it is skipped" for name, problem in damaged]
+            if damaged:
+                notices.append(f"resuming from {checkpoint[1].name}")
+            notices += self.check_config(load_trainer_state(checkpoint[1]).get("config") if checkpoint else None, identity)
             resume_step = checkpoint[0] if checkpoint else 0
             rows = [r for r in read_jsonl_repairing(self.log_file) if r["step"] <= resume_step]
             atomic_write_jsonl(self.log_file, rows)
@@ -86,24 +106,40 @@ class RunFiles:
         self.world.barrier()
         return checkpoint, notices
 
-    def check_config(self, checkpointed: dict | None) -> None:
+    def check_config(self, checkpointed: dict | None, identity: dict | None = None) -> list[str]:
         """Refuse to continue a run whose settings (in config.yaml, or recorded in its checkpoint
-        when config.yaml is gone) differ from these, naming each difference; then write config.yaml."""
+        when config.yaml is gone) or identity (identity.json) differ from these, naming each
+        difference; then write both. Returns a notice for each of RESUMABLE_CHANGES that changed,
+        with its old and new value."""
         saved_file = self.dir / "config.yaml"
         current = dataclasses.asdict(self.cfg)
         defaults = dataclasses.asdict(type(self.cfg)())  # a key added since the run began counts as its default
+        changed: list[str] = []  # against config.yaml, the newest record, where it is there
         for saved, where in ((yaml.safe_load(saved_file.read_text()) if saved_file.exists() else None, "config.yaml"),
                              (checkpointed, "the checkpoint")):
             if not saved:
                 continue
+            changed = changed or [f"{k} changed from {saved.get(k, defaults[k])!r} to {current[k]!r}" for k in RESUMABLE_CHANGES
+                                  if k != "output_dir" and saved.get(k, defaults[k]) != current[k]]
             differ = [f"{k}: {saved.get(k, defaults[k])!r} there, {current[k]!r} now" for k in current
                       if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k]]
             if differ:
                 raise ValueError(
                     f"{self.dir} holds a run with other settings ({where}: {'; '.join(differ)}); "
-                    "choose another output_dir, or delete that folder to start over"
+                    f"choose another output_dir, or rerun with {self.flag('overwrite')} to start over in it"
+                )
+        identity_file = self.dir / "identity.json"
+        if identity_file.is_file() and identity is not None:
+            other = changes(json.loads(identity_file.read_text()), identity)
+            if other:
+                raise ValueError(
+                    f"{self.dir} holds a run of another {', '.join(other)} (changed since the run began: resuming would mix "
+                    f"numbers of the two); choose another output_dir, or rerun with {self.flag('overwrite')} to start over in it"
                 )
         atomic_write_text(saved_file, yaml.safe_dump(current, sort_keys=False))
+        if identity is not None:
+            atomic_write_json(identity_file, identity)
+        return changed
 
     def start_model(self) -> str:
         """The model training starts from, as from_pretrained takes it; the main process builds the
@@ -166,11 +202,9 @@ class RunFiles:
         samples its share; the main process writes and reports."""
         if self.cfg.eval_every < 0:
             return
-        from sps.tasks.benchmarks import load_benchmark, split_specs
-
         cfg = self.cfg
         folder = self.dir / "evals" / f"step_{step:06d}"
-        benchmarks = [load_benchmark(spec, cfg.data_dir or None) for spec in split_specs(cfg.eval_benchmark)]
+        benchmarks = self.eval_benchmarks
         several = len(benchmarks) > 1
         results = {b.name: self.evaluate_one(step, b, folder / b.name if several else folder, engine, tokenizer) for b in benchmarks}
         mean_avg = None  # known to the main process, which holds the results
@@ -207,7 +241,8 @@ class RunFiles:
             reward_weights=cfg.reward_weights,
             success_threshold=cfg.success_threshold,
         )
-        rewards = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold, cfg.reward_timeout)
+        rewards = RewardFunctions(settings.rewards(), settings.reward_weights, settings.success_threshold, cfg.reward_timeout,
+                                  memory_limit_gib=cfg.reward_memory_limit)
         try:
             return run_eval(engine, tokenizer, benchmark, settings, folder, rewards, cfg.generation_batch_size,
                             show_progress=False, max_reward_failures=cfg.max_reward_failures, world=self.world)

@@ -19,7 +19,7 @@ import torch
 
 from sps.algorithms.advantages import compute_advantages, fill_unscored
 from sps.algorithms.entropy_control import EntropyController
-from sps.algorithms.flowrl import attach_log_z_head
+from sps.algorithms.flowrl import HEAD_FILE, attach_log_z_head
 from sps.algorithms.irl import irl_token_loss, irl_token_weights
 from sps.algorithms.losses import loss_weights
 from sps.algorithms.policy_losses import POLICY_LOSSES, active_terms
@@ -32,9 +32,10 @@ from sps.training.batch import PolicyForward, RolloutBatch, collate, collate_row
 from sps.training.checkpoint import (
     load_optimizer_state,
     load_trainer_state,
+    reading,
     save_checkpoint,
 )
-from sps.training.config import TrainConfig
+from sps.training.config import TrainConfig, as_peft_config
 from sps.training.distributed import World, gather_full_weights, init_world, parallelize
 from sps.training.metrics import rollout_metrics
 from sps.training.optimize import LossPart, optimize
@@ -44,32 +45,44 @@ from sps.training.sps_phase import DemoBatch, DemoBuffer, Discriminator, Update,
 from sps.training.validate import check_inputs, check_world, validate
 
 
-def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
+def train(cfg: TrainConfig, show_progress: bool = True, overwrite: bool = False, peft_config=None,
+          flag=lambda name: f"{name}=True") -> Path:
     """Train (or resume) the run in cfg.output_dir; returns that folder. cfg.reward_funcs may hold
-    Python functions (module-level, see sps.grading.rewards.reward_spec): the run records them by file."""
+    Python callables, or be one (a module-level function, recorded by its file; a functools.partial
+    or a callable object that pickles: see sps.grading.rewards.reward_spec).
+    overwrite: discard the run in cfg.output_dir and start over (needed where its settings, its
+    identity (sps.identity: reward code, data, template, start model) or every checkpoint are not
+    this run's). flag(name): an option as the caller writes it, in messages.
+    peft_config: a peft.LoraConfig, as TRL's trainers take it, in place of cfg.peft (which may be one too)."""
     from sps.evaluation.evaluate import make_engine
     from sps.grading.rewards import RewardFunctions
-    from sps.models.loading import check_device, resolve_dtype
-    from sps.tasks.benchmarks import load_benchmark, split_specs
+    from sps.identity import run_identity
+    from sps.models.loading import check_device, load_tokenizer, resolve_dtype
+    from sps.tasks.benchmarks import load_benchmark
     from sps.tasks.prompts import PromptSource
 
-    cfg = replace(cfg, reward_funcs=[reward_spec(f) for f in cfg.reward_funcs])
+    funcs = [cfg.reward_funcs] if callable(cfg.reward_funcs) or isinstance(cfg.reward_funcs, str) else cfg.reward_funcs
+    cfg = replace(cfg, reward_funcs=[reward_spec(f) for f in funcs], peft=as_peft_config(peft_config or cfg.peft))
     validate(cfg)
     device = check_device(cfg.device, "device")
     world = init_world(device)
     check_world(cfg, world.size)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run = RunFiles(Path(cfg.output_dir), cfg, world)
+    run = RunFiles(Path(cfg.output_dir), cfg, world, overwrite, flag)
 
     # Every input is checked before the run folder is touched: a typo fixed and rerun is a fresh start.
     start_model = run.start_model()
     train_data = load_benchmark(cfg.train_data, cfg.data_dir or None)
-    eval_specs = split_specs(cfg.eval_benchmark) if cfg.eval_every >= 0 else []
-    grader = RewardFunctions(cfg.reward_funcs or [cfg.grader or train_data.grader], cfg.reward_weights, cfg.success_threshold, cfg.reward_timeout)
+    train_data, run.eval_benchmarks = eval_benchmarks(cfg, train_data)
+    grader = RewardFunctions(cfg.reward_funcs or [cfg.grader or train_data.grader], cfg.reward_weights, cfg.success_threshold, cfg.reward_timeout,
+                             memory_limit_gib=cfg.reward_memory_limit)
     try:
-        check_inputs(cfg, start_model, train_data, eval_specs)
-        checkpoint, notices = run.start()
+        for benchmark in [train_data, *run.eval_benchmarks]:
+            grader.check_arguments(benchmark.problems[0])
+        check_inputs(cfg, start_model, train_data, run.eval_benchmarks)
+        identity = run_identity(cfg, start_model, train_data, run.eval_benchmarks, load_tokenizer(start_model))
+        checkpoint, notices = run.start(identity)
     except BaseException:
         grader.close()
         raise
@@ -166,6 +179,24 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> Path:
     return run.dir
 
 
+def eval_benchmarks(cfg: TrainConfig, train_data):
+    """(the problems to train on, the benchmarks to evaluate on). Own training data with the default
+    eval_benchmark is evaluated on rows held out of it: the testbed's Countdown problems scored by
+    another task's reward would give meaningless numbers."""
+    from sps.tasks.benchmarks import TESTBED_SPLITS, hold_out, load_benchmark, split_specs
+
+    if cfg.eval_every < 0:
+        return train_data, []
+    default = TrainConfig.__dataclass_fields__["eval_benchmark"].default
+    if cfg.eval_benchmark != default or cfg.train_data in TESTBED_SPLITS:
+        return train_data, [load_benchmark(spec, cfg.data_dir or None) for spec in split_specs(cfg.eval_benchmark)]
+    count = cfg.eval_split or min(200, max(1, len(train_data.problems) // 10))
+    train_data, held = hold_out(train_data, count)
+    print(f"NOTICE: evaluating on {held.source}, held out of training (eval_benchmark is left at {default}, the testbed's task); "
+          "set eval_benchmark, eval_split, or eval_every -1 for no evaluation")
+    return train_data, [held]
+
+
 def policy_and_reference(cfg: TrainConfig, start_model: str, checkpoint: Path | None, device: str, compute_dtype: torch.dtype):
     """(policy, tokenizer, reference log-probs) of a run starting or resuming. The policy trains
     every weight, kept in float32 (the master copy; dtype is what it computes in), or (peft.r > 0)
@@ -178,12 +209,15 @@ def policy_and_reference(cfg: TrainConfig, start_model: str, checkpoint: Path | 
     p = cfg.peft
     if p.r:
         base, tokenizer = load_policy(start_model, str(compute_dtype).removeprefix("torch."), device)
-        model = load_adapters(base, checkpoint) if checkpoint else add_adapters(base, p.r, p.lora_alpha, p.lora_dropout, p.target_modules)
+        with reading(checkpoint, "the LoRA adapter"):
+            model = load_adapters(base, checkpoint) if checkpoint else add_adapters(base, p.r, p.lora_alpha, p.lora_dropout, p.target_modules)
     else:
-        model, tokenizer = load_policy(str(checkpoint or start_model), "float32", device)
+        with reading(checkpoint, "the model"):
+            model, tokenizer = load_policy(str(checkpoint or start_model), "float32", device)
     needs = forward_needs(cfg, entropy_coef=0.0)
     if "log_z" in needs:  # FlowRL's log Z head trains with the policy (sps.algorithms.flowrl)
-        attach_log_z_head(model, cfg.policy_loss.flowrl_head_layers, checkpoint)
+        with reading(checkpoint, HEAD_FILE):
+            attach_log_z_head(model, cfg.policy_loss.flowrl_head_layers, checkpoint)
     model = parallelize(model, cfg.parallelism, compute_dtype, cfg.cpu_offload, cfg.gradient_checkpointing)
     if "reference" not in needs:
         return model, tokenizer, None

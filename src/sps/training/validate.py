@@ -58,6 +58,8 @@ def validate(cfg: TrainConfig) -> None:
         (DEVICE.fullmatch(cfg.device) is not None, f"device must be cpu, cuda, cuda:N or mps (empty: cuda when available; got {cfg.device!r})"),
         (cfg.success_threshold == cfg.success_threshold and cfg.max_reward_failures >= 0 and cfg.reward_timeout > 0,
          "success_threshold must be a number, max_reward_failures >= 0 and reward_timeout > 0"),
+        (math.isfinite(cfg.reward_memory_limit) and cfg.reward_memory_limit > 0,
+         f"reward_memory_limit must be a positive number of GiB (got {cfg.reward_memory_limit})"),
         (not Path(cfg.output_dir).exists() or Path(cfg.output_dir).is_dir(), f"output_dir {cfg.output_dir} exists and is not a folder"),
         (cfg.peft.r >= 0 and cfg.peft.lora_alpha > 0 and 0 <= cfg.peft.lora_dropout < 1, "peft.r must be >= 0, lora_alpha > 0 and lora_dropout in [0, 1)"),
         (cfg.micro_batch_size >= 0 and cfg.max_tokens_per_microbatch >= 0, "micro_batch_size and max_tokens_per_microbatch must be >= 0"),
@@ -86,7 +88,7 @@ def check_world(cfg: TrainConfig, processes: int) -> None:
         raise ValueError("config: sps.demo_weighting adversarial runs in a single process (each process would train its own discriminator)")
 
 
-def check_inputs(cfg: TrainConfig, model_path: str, train_data, eval_specs: list[str]) -> None:
+def check_inputs(cfg: TrainConfig, model_path: str, train_data, eval_benchmarks: list) -> None:
     """What the model, tokenizer and data must satisfy, checked before anything is written: every
     prompt plus max_completion_length fits the model's context (a problem far too large for it is
     named, not tokenised into an out-of-memory)."""
@@ -94,13 +96,16 @@ def check_inputs(cfg: TrainConfig, model_path: str, train_data, eval_specs: list
 
     from sps.models.loading import load_tokenizer
     from sps.models.lora import is_adapter_folder
-    from sps.tasks.benchmarks import load_benchmark
 
+    check_sizes(cfg, train_data)
     if is_adapter_folder(model_path):
         return  # resumed LoRA folders are checked through their base at the start
-    context = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    model_config = AutoConfig.from_pretrained(model_path)
+    if cfg.peft.r and cfg.peft.target_modules:
+        check_target_modules(cfg.peft.target_modules, model_config)
+    context = getattr(model_config, "max_position_embeddings", None)
     tokenizer = load_tokenizer(model_path)
-    benchmarks = [("train_data", train_data)] + [("eval_benchmark", load_benchmark(spec, cfg.data_dir or None)) for spec in eval_specs]
+    benchmarks = [("train_data", train_data)] + [("eval_benchmark", b) for b in eval_benchmarks]
     for setting, benchmark in benchmarks:
         template = cfg.prompt_template or benchmark.template
         longest = longest_prompt(setting, benchmark, template, tokenizer, context)
@@ -109,6 +114,34 @@ def check_inputs(cfg: TrainConfig, model_path: str, train_data, eval_specs: list
                 f"{setting}: problem {longest[0]!r} of {benchmark.name} takes {longest[1]:,} prompt tokens; with "
                 f"max_completion_length {cfg.max_completion_length} that is beyond the model's context of {context} tokens"
             )
+
+
+def check_sizes(cfg: TrainConfig, train_data) -> None:
+    """The training set against the sizes that draw from it, each error naming the option to change."""
+    count, where = len(train_data.problems), f"the {len(train_data.problems)} problems in {train_data.source}"
+    if count == 0:
+        raise ValueError(f"train_data: {train_data.source} holds no problems")
+    if cfg.prompt_mode == "fixed" and cfg.train_size > count:
+        raise ValueError(f"train_size {cfg.train_size} is more than {where}: set train_size <= {count}, or 0 for all of them")
+    pool = min(cfg.train_size, count) if cfg.prompt_mode == "fixed" and cfg.train_size else count
+    if cfg.prompts_per_step > pool:
+        raise ValueError(f"prompts_per_step {cfg.prompts_per_step} is more than the {pool} problems "
+                         f"{'of the fixed set (train_size)' if pool < count else 'in ' + train_data.source}: set prompts_per_step <= {pool}")
+
+
+def check_target_modules(targets: list[str], model_config) -> None:
+    """Every LoRA target names a module of the model (built on the meta device: no weights, no memory)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ValueError(f"peft.target_modules: the model has no module named {', '.join(map(repr, missing))}; "
+                         f"its linear layers are {', '.join(linear)}")
 
 
 def longest_prompt(setting: str, benchmark, template: str, tokenizer, context: int | None) -> tuple[str, int]:

@@ -26,4 +26,4 @@ if __name__ == "__main__":  # grading workers import this file: the work starts 
                             prompts_per_step=8, num_generations=8, max_completion_length=16, steps_per_generation=1,
                             max_steps=30, eval_every=-1, save_every=30, output_dir=str(out / "run")))
     after = evaluate(run, str(out / "test.jsonl"), out / "eval_trained", **settings)
-    print(f"mean reward {before['mean_reward']:.3f} -> {after['mean_reward']:.3f}, Pass@1 {before['pass_at_k']['1']:.3f} -> {after['pass_at_k']['1']:.3f}")
+    print(f"mean reward {before['mean_reward']:.3f} -> {after['mean_reward']:.3f}, Pass@1 {before['pass_at_k'][1]:.3f} -> {after['pass_at_k'][1]:.3f}")

@@ -254,3 +254,16 @@ def test_a_finished_run_is_not_resumed_after_its_reward_or_data_changed(random_l
         train(TrainConfig(**values))
     assert main(["train", "--config", str(config), "--overwrite"]) == 0
     assert [r["reward"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1.0, 1.0]  # the new reward's, from step 1
+
+
+def test_python_evaluate_takes_every_option_of_sps_eval():
+    import inspect
+
+    from sps.cli import build_parser
+
+    parser = build_parser()
+    eval_parser = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "eval")[1]
+    cli = {a.dest for a in eval_parser._actions if a.dest != "help"} - {"dry_run", "gpu_memory"}  # the dry run is the CLI's
+    python = set(inspect.signature(evaluate).parameters) - {"aliases"}
+    renamed = {"max_new_tokens": "max_completion_length", "out": "output_dir"}  # CLI dest -> Python name (both take both)
+    assert {renamed.get(name, name) for name in cli} == python

@@ -186,6 +186,9 @@ def evaluate(
     dtype: str = "auto",
     device: str | None = None,
     data_dir: str | None = None,
+    id_field: str = "id",
+    problem_field: str = "problem",
+    answer_field: str = "answer",
     overwrite: bool = False,
     regrade: bool = False,
     **aliases,
@@ -222,7 +225,8 @@ def evaluate(
         reward_weights=list(reward_weights), success_threshold=success_threshold,
     )
     out = Path(given["output_dir"] or default_out_dir(model))
-    results = evaluate_model(str(model), specs, out, base, prompt_template, grader, data_dir, engine=engine,
+    results = evaluate_model(str(model), specs, out, base, prompt_template, grader, data_dir,
+                             FieldNames(id_field, problem_field, answer_field), engine=engine,
                              batch_size=batch_size, dtype=dtype, device=device, overwrite=overwrite,
                              max_reward_failures=max_reward_failures, reward_timeout=reward_timeout,
                              reward_memory_limit=reward_memory_limit, regrade=regrade, flag=lambda name: f"{name}=True")

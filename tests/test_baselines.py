@@ -335,6 +335,16 @@ def test_outcome_bonus_on_the_papers_example():
     assert torch.allclose(advantages - grpo, 0.2 * (b - b.mean()), atol=1e-6)
 
 
+def test_outcome_counts_keep_no_answer_apart_from_the_answer_none():
+    # A literal answer "None" and a rollout without an answer are two outcomes (str() made them one).
+    cfg = TrainConfig(advantage=replace(TrainConfig().advantage, outcome_bonus="ucb_con", outcome_bonus_baseline=0.0, outcome_bonus_coef=1.0))
+    rewards = torch.tensor([[1.0, 0, 0, 0]])
+    state = {"outcome_bonus": {"counts": {"x": {"None": 4}}}}
+    advantages, _ = compute_advantages(cfg, rewards, rewards == 1, torch.zeros(1, 4), 1, [["None", None, None, "7"]], ["x"], state)
+    assert torch.allclose(advantages - grpo_advantages(rewards), torch.tensor([[0.5, 1, 1, 1]]), atol=1e-6)  # 1/sqrt(4), then unseen
+    assert state["outcome_bonus"]["counts"]["x"] == {"None": 5, None: 2, "7": 1}
+
+
 class SevenOrNot:
     """Correct with a '7' in the completion; its answer is whether there is one: two outcomes that recur."""
 

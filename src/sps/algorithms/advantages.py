@@ -378,11 +378,11 @@ def _outcome_bonus(cfg: TrainConfig, *, values, answers, problem_ids, state, **_
         bonus = repeated_answer_penalty(answers)
     else:
         counts = state.setdefault("counts", {})
-        seen = torch.tensor([[counts.get(pid, {}).get(str(ans), 0) for ans in group] for pid, group in zip(problem_ids, answers, strict=True)])
+        seen = torch.tensor([[counts.get(pid, {}).get(ans, 0) for ans in group] for pid, group in zip(problem_ids, answers, strict=True)])
         ucb = ucb_bonus(seen)
         bonus = ucb - (ucb.mean(dim=1, keepdim=True) if a.outcome_bonus == "ucb_mean" else a.outcome_bonus_baseline)
         for pid, group in zip(problem_ids, answers, strict=True):
             table = counts.setdefault(pid, {})
             for ans in group:
-                table[str(ans)] = table.get(str(ans), 0) + 1
+                table[ans] = table.get(ans, 0) + 1  # None (no answer) is its own key, apart from the answer "None"
     return values + a.outcome_bonus_coef * bonus, {"outcome_bonus/mean": float(bonus.mean())}

@@ -158,13 +158,18 @@ def test_own_data_with_the_default_eval_benchmark_is_evaluated_on_rows_held_out_
     ({"train_size": 8, "prompts_per_step": 12}, "prompts_per_step 12 is more than the 8 problems of the fixed set (train_size): set prompts_per_step <= 8"),
     ({"train_size": 0, "peft": {"r": 4, "target_modules": ["q_proj", "query"]}},
      "peft.target_modules: the model has no module named 'query'; its linear layers are down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"),
+    ({"train_size": 0, "prompt_template": "chat"}, "prompt template 'chat' needs a tokenizer with a chat template; this one has none"),
+    ({"train_size": 0, "steps_per_generation": 3}, "config: steps_per_generation (3) must divide the 16 rollouts of a step (prompts_per_step x num_generations) into equal minibatches"),
+    ({"train_size": 0, "model": "/no/such/model"}, "model '/no/such/model' is neither an existing folder nor a hub id of the form owner/name"),
+    ({"train_size": 0, "reward_funcs": ["/no/such/reward.py:score"]}, "reward function '/no/such/reward.py:score': the file /no/such/reward.py does not exist"),
 ])
 def test_a_failed_start_leaves_no_folder_and_names_the_option(random_llama, tmp_path, capsys, changes, message):
     from test_reliability import config_file, error_of, settings
 
     data = rows_file(tmp_path / "mine.jsonl", 16)
     run_dir = tmp_path / "run"
-    bad = config_file(tmp_path, "bad", **settings(random_llama, run_dir, train_data=str(data), prompt_template="plain", **changes))
+    values = {**settings(random_llama, run_dir, train_data=str(data), prompt_template="plain"), **changes}
+    bad = config_file(tmp_path, "bad", **values)
     assert main(["train", "--config", str(bad)]) == 2
     assert error_of(capsys) == "sps train: error: " + message.format(data=data)
     assert not run_dir.exists()

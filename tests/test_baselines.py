@@ -288,15 +288,49 @@ def test_the_adaptive_coefficient_rises_is_checkpointed_and_resumes(random_llama
 # ---- the newer peers (docs/baselines.md) -------------------------------------------------------------
 
 
-def test_top_entropy_keeps_the_policy_gradient_of_the_highest_entropy_tokens_only():
-    # TRL's own case: with rho 0.2 the 0.8 quantile of 0.1..1.0 is 0.82, so only 0.9 and 1.0 keep theirs.
-    entropy = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]])
-    logp = leaf([[0.0] * 10])
-    loss, _, _ = top_entropy_surrogate(logp, torch.zeros(1, 10), torch.tensor([1.0]), entropy, torch.ones(1, 10), 0.2, 0.2, rho=0.2)
+def test_top_entropy_keeps_the_top_share_of_the_micro_batch_and_averages_over_it():
+    # The authors' get_global_entropy_top_mask: 10 valid tokens in 3 completions (one of a single
+    # token), ranked together; rho 0.2 keeps exactly ceil(2) = 2 of them, whichever completion holds them.
+    entropy = torch.tensor([[0.1, 0.9, 0.3, 0.4], [0.5, 0.2, 0.6, 0.0], [0.8, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0]])
+    logp = leaf([[0.0] * 4] * 3)
+    loss, _, _ = top_entropy_surrogate(logp, torch.zeros(3, 4), torch.tensor([1.0, 1.0, -2.0]), entropy, mask, 0.2, 0.2, rho=0.2)
+    (loss * mask).sum().div(mask.sum()).backward()  # loss_type dapo: the token mean over the micro-batch
+    # Kept: 0.9 (row 0) and 0.8 (row 2, its only token); the mean over the 2 kept tokens of -A * ratio.
+    assert torch.allclose(loss[mask > 0].sum() / mask.sum(), torch.tensor((-1.0 + 2.0) / 2))
+    assert torch.allclose(logp.grad, torch.tensor([[0, -0.5, 0, 0], [0, 0, 0, 0], [1.0, 0, 0, 0]]))
+    # Ties: 5 equal entropies, rho 0.5 keeps exactly ceil(2.5) = 3, not all 5 (a quantile with ties kept would).
+    logp = leaf([[0.0] * 5])
+    ties, _, _ = top_entropy_surrogate(logp, torch.zeros(1, 5), torch.tensor([1.0]), torch.ones(1, 5), torch.ones(1, 5), 0.2, 0.2, rho=0.5)
+    assert int((ties != 0).sum()) == 3 and torch.allclose(ties.sum() / 5, torch.tensor(-1.0))
+    ties.sum().div(5).backward()
+    assert torch.allclose(logp.grad.sum(), torch.tensor(-1.0)) and sorted(logp.grad.flatten().tolist()) == pytest.approx([-1 / 3] * 3 + [0, 0])
+
+
+def test_top_entropy_caps_a_negative_advantage_with_the_dual_clip():
+    # ratio e^3 = 20.1 on a wrong token: -A * ratio would be 40.2, the dual clip holds it at -c A = 20 (c 10); no gradient then.
+    logp = leaf([[3.0]])
+    loss, _, _ = top_entropy_surrogate(logp, torch.zeros(1, 1), torch.tensor([-2.0]), torch.ones(1, 1), torch.ones(1, 1), 0.2, 0.2, rho=1.0)
+    assert torch.allclose(loss, torch.tensor([[20.0]]))
     loss.sum().backward()
-    assert logp.grad.tolist() == [[0.0] * 8 + [-1.0, -1.0]]
-    ties, _, _ = top_entropy_surrogate(torch.zeros(1, 5), torch.zeros(1, 5), torch.tensor([1.0]), torch.ones(1, 5), torch.ones(1, 5), 0.2, 0.2)
-    assert torch.equal(ties, -torch.ones(1, 5))  # ties at the threshold are kept (TRL)
+    assert logp.grad.item() == 0.0
+    off, _, _ = top_entropy_surrogate(torch.tensor([[3.0]]), torch.zeros(1, 1), torch.tensor([-2.0]), torch.ones(1, 1), torch.ones(1, 1), 0.2, 0.2,
+                                      rho=1.0, dual_clip=0.0)
+    assert torch.allclose(off, torch.tensor([[2 * math.exp(3.0)]]))
+
+
+def test_a_method_s_preset_applies_where_the_run_keeps_the_default_and_says_so():
+    from sps.training.validate import with_presets
+
+    cfg, applied = with_presets(TrainConfig(loss_mode="archer"))
+    assert (cfg.loss_type, cfg.drop_zero_variance_groups) == ("grpo", True)
+    assert applied == ["loss_mode archer: loss_type 'grpo', its authors' setting (author_settings false keeps the default)",
+                       "loss_mode archer: drop_zero_variance_groups True, its authors' setting (author_settings false keeps the default)"]
+    assert with_presets(TrainConfig(loss_mode="flowrl"))[0].loss_type == "grpo"
+    mine, applied = with_presets(TrainConfig(loss_mode="archer", loss_type="dr_grpo"))  # set by the user: kept
+    assert (mine.loss_type, mine.drop_zero_variance_groups) == ("dr_grpo", True) and len(applied) == 1
+    assert with_presets(TrainConfig(loss_mode="archer", author_settings=False)) == (TrainConfig(loss_mode="archer", author_settings=False), [])
+    assert with_presets(TrainConfig()) == (TrainConfig(), [])  # vanilla has no preset
 
 
 def test_archer_clips_high_entropy_tokens_looser_and_keeps_their_kl_out():
@@ -373,20 +407,28 @@ def test_outcome_counts_are_checkpointed_so_a_resumed_run_repeats_the_uninterrup
 
 
 def test_flowrl_trajectory_balance_by_hand():
-    # Row 0: 2 tokens (a NaN in its padding), ratio e^0.2 clipped to 1.2; row 1: 3 tokens, on-policy.
+    # Row 0: 2 tokens (a NaN in its padding), ratio e^0.2 = 1.22, under the cap; row 1: 3 tokens, on-policy.
     logp = leaf([[-1.0, -2.0, float("nan")], [-0.5, -0.5, -0.5]])
     old = torch.tensor([[-1.1, -2.1, 0.0], [-0.5, -0.5, -0.5]])
     ref = torch.tensor([[-1.5, -1.5, float("nan")], [-1.0, -1.0, -1.0]])
     log_z = leaf([0.5, -1.0])
     mask = torch.tensor([[1.0, 1, 0], [1, 1, 1]])
-    loss, residual, weight = trajectory_balance_loss(logp, old, ref, log_z, torch.tensor([1.0, -0.5]), mask, 15.0, 0.2, 0.2)
+    loss, residual, weight = trajectory_balance_loss(logp, old, ref, log_z, torch.tensor([1.0, -0.5]), mask, 15.0, 10.0)
     # residual = log Z + mean log pi - 15 A - mean log pi_ref
+    w = math.exp(0.2)
     assert torch.allclose(residual, torch.tensor([0.5 - 1.5 - 15 + 1.5, -1.0 - 0.5 + 7.5 + 1.0]))
-    assert torch.allclose(weight, torch.tensor([1.2, 1.0]))
-    assert torch.allclose(loss, torch.tensor([1.2 * 14.5**2, 7.0**2]))
+    assert torch.allclose(weight, torch.tensor([w, 1.0]))
+    assert torch.allclose(loss, torch.tensor([w * 14.5**2, 7.0**2]))
     loss.sum().backward()
-    assert torch.allclose(log_z.grad, torch.tensor([2 * 1.2 * -14.5, 2 * 7.0]))
-    assert torch.allclose(logp.grad, torch.tensor([[-17.4, -17.4, 0.0], [14 / 3, 14 / 3, 14 / 3]]))  # 2 w r / length
+    assert torch.allclose(log_z.grad, torch.tensor([2 * w * -14.5, 2 * 7.0]))
+    assert torch.allclose(logp.grad, torch.tensor([[-14.5 * w, -14.5 * w, 0.0], [14 / 3, 14 / 3, 14 / 3]]))  # 2 w r / length
+
+
+def test_flowrl_caps_the_importance_weight_at_10_with_no_lower_bound():
+    # The recipe's torch.clamp(imp_w_raw, max=10): a ratio of e^3 = 20.1 weighs 10, one of e^-3 = 0.05 keeps its 0.05.
+    logp = torch.tensor([[3.0], [-3.0]])
+    _, _, weight = trajectory_balance_loss(logp, torch.zeros(2, 1), torch.zeros(2, 1), torch.zeros(2), torch.zeros(2), torch.ones(2, 1), 15.0)
+    assert torch.allclose(weight, torch.tensor([10.0, math.exp(-3.0)]))
 
 
 def test_flowrl_log_z_reads_each_prompts_mean_final_hidden_state(random_llama):

@@ -139,12 +139,12 @@ def by_hand(name: str, cfg: TrainConfig, f: PolicyForward, record, ref_logp) -> 
     if name == "kl_cov":
         return pl.kl_cov_surrogate(f.logps, old, a, mask, p.kl_cov_ratio, p.ppo_kl_coef)
     if name == "top_entropy":
-        return pl.top_entropy_surrogate(f.logps, old, a, f.entropy, mask, 0.2, 0.2, p.top_entropy_quantile)[0]
+        return pl.top_entropy_surrogate(f.logps, old, a, f.entropy, mask, 0.2, 0.2, p.top_entropy_quantile, p.dual_clip)[0]
     if name == "archer":
         return pl.archer_surrogate(f.logps, old, a, f.entropy, mask, ref_logp, 0.2, p.archer_high_epsilon, p.archer_entropy_quantile,
                                    p.archer_kl_coef, p.dual_clip)[0]
     if name == "flowrl":
-        per_completion = trajectory_balance_loss(f.logps, old, ref_logp, f.log_z, a, mask, p.flowrl_beta, 0.2, 0.2)[0]
+        per_completion = trajectory_balance_loss(f.logps, old, ref_logp, f.log_z, a, mask, p.flowrl_beta, p.flowrl_weight_cap)[0]
         return per_completion.unsqueeze(-1).expand_as(old)
     if name == "dph":
         return clipped_surrogate(f.logps, old, a, 0.2, 0.2)[0] + p.dph_coef * s.unsqueeze(-1) * pl.forward_kl_k3(f.logps, ref_logp)

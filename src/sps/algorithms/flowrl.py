@@ -4,7 +4,10 @@ reward, by a trajectory-balance loss against a learned log partition function lo
 Per completion y of prompt x (verl's recipe/flowrl, flowrl_actor.py, read for its defaults):
 
     residual = log Z(x) + mean_t log pi(y_t) - beta * A(x, y) - mean_t log pi_ref(y_t)
-    loss     = w * residual^2,   w = clip(exp(sum_t log pi(y_t) - log pi_old(y_t)), 1 - eps_low, 1 + eps_high), no gradient
+    loss     = w * residual^2,   w = min(exp(sum_t log pi(y_t) - log pi_old(y_t)), cap), no gradient
+
+(cap 10 and no lower bound: the recipe's `torch.clamp(imp_w_raw, max=10)`; its flowrl_clip variant,
+not the one it runs, clips to [1 - 0.2, 1 + 0.28] instead.)
 
 A is the advantage estimator's output (the authors feed GRPO's group-normalised reward), beta 15,
 and log Z(x) is a small network on the mean final hidden state of the prompt's tokens (the authors'
@@ -47,8 +50,7 @@ def trajectory_balance_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     beta: float,
-    epsilon_low: float,
-    epsilon_high: float,
+    weight_cap: float = 10.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FlowRL's loss per completion (module docstring). logp (with gradients), old_logp, ref_logp,
     mask: (b, t); log_z (with gradients), advantages: (b,). Returns (loss, residual, w), each (b,);
@@ -61,7 +63,7 @@ def trajectory_balance_loss(
 
     residual = log_z + token_mean(logp) - beta * advantages - token_mean(ref_logp)
     log_ratio = torch.where(valid, logp - old_logp, 0.0).sum(-1)
-    weight = torch.exp(log_ratio.detach()).clamp(1 - epsilon_low, 1 + epsilon_high)
+    weight = torch.exp(log_ratio.detach()).clamp(max=weight_cap)
     return weight * residual**2, residual.detach(), weight
 
 

@@ -19,8 +19,9 @@ docs/baselines.md gives sources, defaults and quirks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -84,17 +85,40 @@ def above_quantile(entropy: torch.Tensor, mask: torch.Tensor, quantile: float, i
     return ((entropy >= threshold) if inclusive else (entropy > threshold)) & valid
 
 
+def top_share(entropy: torch.Tensor, mask: torch.Tensor, rho: float) -> torch.Tensor:
+    """Exactly ceil(rho x the valid tokens) of the micro-batch's valid tokens, those of highest
+    (detached) entropy ranked together across its completions, ties by position (topk's order).
+    entropy, mask: (b, t) -> (b, t) bool."""
+    valid = (mask > 0).flatten()
+    count = math.ceil(rho * int(valid.sum()))
+    scores = entropy.detach().flatten().masked_fill(~valid, float("-inf"))
+    keep = torch.zeros_like(valid)
+    keep[torch.topk(scores, count, sorted=False).indices] = True
+    return keep.view_as(mask) & (mask > 0)
+
+
+def dual_clipped(loss: torch.Tensor, advantages: torch.Tensor, c: float) -> torch.Tensor:
+    """A negative-advantage token's loss capped at -c A (dual clip; c 0: off). loss (b, t), advantages (b,)."""
+    if not c:
+        return loss
+    a = advantages.unsqueeze(-1)
+    return torch.where(a < 0, torch.minimum(loss, -a * c), loss)
+
+
 def top_entropy_surrogate(
     logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor,
-    epsilon_low: float, epsilon_high: float, rho: float = 0.2,
+    epsilon_low: float, epsilon_high: float, rho: float = 0.2, dual_clip: float = 10.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The 80/20 forking-token loss (Wang et al. 2025; TRL's top_entropy_quantile): PPO's clipped loss
-    on the share rho of each completion's tokens with the highest entropy (at or above the (1 - rho)
-    quantile, ties kept, as TRL does), 0 on the rest, which still count in the normalisers (TRL's
-    aggregation). logp, old_logp, entropy, mask: (b, t); advantages: (b,). Returns (loss, low, high)."""
+    """The 80/20 forking-token loss as its authors compute it (Shenzhi-Wang/Beyond-the-80-20-Rule-RLVR,
+    get_global_entropy_top_mask with compute_policy_loss_vanilla): PPO's dual-clipped loss on the
+    top_share of the micro-batch's tokens by entropy, averaged over those tokens alone: each kept
+    token is scaled by valid / kept tokens, so the token mean over the micro-batch (loss_type dapo)
+    is their mean; the rest are 0. logp, old_logp, entropy, mask: (b, t); advantages: (b,).
+    Returns (loss, low, high)."""
     loss, low, high = clipped_surrogate(logp, old_logp, advantages, epsilon_low, epsilon_high)
-    keep = above_quantile(entropy, mask, 1 - rho, inclusive=True)
-    return loss * keep, low & keep, high & keep
+    keep = top_share(entropy, mask, rho)
+    scale = (mask > 0).sum() / keep.sum().clamp(min=1)
+    return dual_clipped(loss, advantages, dual_clip) * keep * scale, low & keep, high & keep
 
 
 def archer_surrogate(
@@ -112,9 +136,7 @@ def archer_surrogate(
     eps = torch.where(high_entropy, high_epsilon, epsilon)
     ratio = torch.exp(logp - old_logp)
     a = advantages.unsqueeze(-1)
-    loss = torch.maximum(-a * ratio, -a * torch.clamp(ratio, 1 - eps, 1 + eps))
-    if dual_clip:
-        loss = torch.where(a < 0, torch.minimum(loss, -a * dual_clip), loss)
+    loss = dual_clipped(torch.maximum(-a * ratio, -a * torch.clamp(ratio, 1 - eps, 1 + eps)), advantages, dual_clip)
     low_clipped, high_clipped = (ratio < 1 - eps) & (a < 0), (ratio > 1 + eps) & (a > 0)
     low_entropy = (mask > 0) & ~high_entropy
     share = (mask > 0).sum(-1, keepdim=True) / low_entropy.sum(-1, keepdim=True).clamp(min=1)
@@ -200,6 +222,7 @@ class PolicyLoss:
     needs: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()  # the names of the (b, t) statistics it returns
     every_row: bool = False  # non-zero on rows with zero advantage, so those rows need their forward pass
+    preset: dict = field(default_factory=dict)  # the general settings its authors run it with (TrainConfig keys)
 
 
 @dataclass(frozen=True)
@@ -219,14 +242,17 @@ def _check_needs(name: str, needs: tuple[str, ...]) -> None:
         raise ValueError(f"{name}: unknown needs {sorted(unknown)}; a loss may need {', '.join(NEEDS)}")
 
 
-def register_policy_loss(name: str, needs: tuple[str, ...] = (), metrics: tuple[str, ...] = CLIP_METRICS, every_row: bool = False):
-    """Register `fn(cfg, **inputs) -> (loss (b, t), metrics)` as loss_mode `name`."""
+def register_policy_loss(name: str, needs: tuple[str, ...] = (), metrics: tuple[str, ...] = CLIP_METRICS, every_row: bool = False,
+                         preset: dict | None = None):
+    """Register `fn(cfg, **inputs) -> (loss (b, t), metrics)` as loss_mode `name`. preset: the
+    TrainConfig settings its authors run it with, applied where a run leaves them at their
+    defaults (sps.training.config.with_presets)."""
     _check_needs(name, needs)
 
     def add(fn):
         if name in POLICY_LOSSES:
             raise ValueError(f"a policy loss named {name!r} is already registered")
-        POLICY_LOSSES[name] = PolicyLoss(fn, needs, metrics, every_row)
+        POLICY_LOSSES[name] = PolicyLoss(fn, needs, metrics, every_row, dict(preset or {}))
         return fn
 
     return add
@@ -303,12 +329,15 @@ def dph_loss(cfg: TrainConfig, *, logp, old_logp, advantages, success, ref_logp,
 
 @register_policy_loss("top_entropy", needs=("entropy",))
 def top_entropy_loss(cfg: TrainConfig, *, logp, old_logp, advantages, entropy, mask, **_):
-    """The 80/20 forking-token loss: the policy gradient on the top policy_loss.top_entropy_quantile of each completion's tokens by entropy."""
-    loss, low, high = top_entropy_surrogate(logp, old_logp, advantages, entropy, mask, *clip_range(cfg), cfg.policy_loss.top_entropy_quantile)
+    """The 80/20 forking-token loss: the policy gradient on the top policy_loss.top_entropy_quantile of the micro-batch's tokens by entropy."""
+    p = cfg.policy_loss
+    loss, low, high = top_entropy_surrogate(logp, old_logp, advantages, entropy, mask, *clip_range(cfg), p.top_entropy_quantile, p.dual_clip)
     return loss, clip_metrics(low, high)
 
 
-@register_policy_loss("archer", needs=("entropy", "reference"))
+# wizard-III/ArcherCodeR's scripts: loss_agg_mode seq-mean-token-mean (loss_type grpo) and dynamic
+# sampling that drops the groups whose rewards are all equal.
+@register_policy_loss("archer", needs=("entropy", "reference"), preset={"loss_type": "grpo", "drop_zero_variance_groups": True})
 def archer_loss(cfg: TrainConfig, *, logp, old_logp, advantages, entropy, mask, ref_logp, **_):
     """Archer: a looser clip and no KL on each completion's high-entropy tokens."""
     p = cfg.policy_loss
@@ -317,12 +346,14 @@ def archer_loss(cfg: TrainConfig, *, logp, old_logp, advantages, entropy, mask, 
     return loss, clip_metrics(low, high)
 
 
-@register_policy_loss("flowrl", needs=("reference", "log_z"), metrics=("flowrl/log_z", "flowrl/residual", "flowrl/weight"), every_row=True)
+# verl's recipe/flowrl: the loss is the mean over completions (loss_type grpo).
+@register_policy_loss("flowrl", needs=("reference", "log_z"), metrics=("flowrl/log_z", "flowrl/residual", "flowrl/weight"), every_row=True,
+                      preset={"loss_type": "grpo"})
 def flowrl_loss(cfg: TrainConfig, *, logp, old_logp, ref_logp, log_z, advantages, mask, **_):
     """FlowRL's trajectory balance (sps.algorithms.flowrl): w (log Z + mean log pi - beta A - mean log pi_ref)^2 per
     completion, on each of its tokens (loss_type grpo then averages over completions, as the authors do)."""
     loss, residual, weight = trajectory_balance_loss(logp, old_logp, ref_logp, log_z, advantages, mask, cfg.policy_loss.flowrl_beta,
-                                                     *clip_range(cfg))
+                                                     cfg.policy_loss.flowrl_weight_cap)
     per_token = lambda values: values.unsqueeze(-1).expand_as(logp)  # noqa: E731
     return per_token(loss), {"flowrl/log_z": per_token(log_z.detach()), "flowrl/residual": per_token(residual),
                              "flowrl/weight": per_token(weight)}

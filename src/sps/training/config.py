@@ -71,12 +71,13 @@ class PolicyLossConfig:
     kl_cov_ratio: float = option(2e-3, "kl_cov: fraction of tokens (largest covariance) that get the KL penalty (authors' 7B runs 0.2% = 2e-3; verl's default 2e-4)")
     ppo_kl_coef: float = option(1.0, "kl_cov: coefficient of |log pi - log pi_old| on those tokens")
     dph_coef: float = option(0.01, "dph: coefficient of the forward KL (k3) to the start model on correct rollouts")
-    top_entropy_quantile: float = option(0.2, "top_entropy (the 80/20 forking-token loss): rho, the share of each completion's tokens, those of highest entropy, that keep their policy gradient (the authors' 0.2; TRL's name)")
+    top_entropy_quantile: float = option(0.2, "top_entropy (the 80/20 forking-token loss): rho, the share of the micro-batch's valid tokens, those of highest entropy ranked together, that keep their policy gradient (rounded up; the loss is their mean; the authors' 0.2; TRL's name)")
     archer_entropy_quantile: float = option(0.8, "archer: a completion's tokens above this quantile of its entropies are high-entropy (looser clip, no KL)")
     archer_high_epsilon: float = option(0.5, "archer: clip range of high-entropy tokens, both sides (low-entropy tokens keep epsilon)")
     archer_kl_coef: float = option(0.001, "archer: coefficient of the k3 KL to the start model, averaged over each completion's low-entropy tokens")
-    dual_clip: float = option(10.0, "archer: dual-clip c, a negative-advantage token's loss is at most -c A (0 = off)")
+    dual_clip: float = option(10.0, "archer, top_entropy: dual-clip c, a negative-advantage token's loss is at most -c A (0 = off; both authors' 10)")
     flowrl_beta: float = option(15.0, "flowrl: beta, the advantage's scale in the trajectory-balance residual (the authors' literal)")
+    flowrl_weight_cap: float = option(10.0, "flowrl: the importance weight of a completion is at most this, with no lower bound (the authors' recipe's 10)")
     flowrl_head_layers: int = option(3, "flowrl: Linear layers of the log Z head on the prompt's mean hidden state (the authors' ProjZ)")
 
 
@@ -170,6 +171,7 @@ class TrainConfig:
     epsilon_high: float = option(0.0, "upper clip range (0 = same as epsilon; DAPO's clip-higher uses 0.28)")
     beta: float = option(0.0, "KL(pi || reference) coefficient, k3 estimator; 0 loads no reference model")
     entropy_coef: float = option(0.0, "entropy bonus coefficient (the starting one under adaptive_entropy)")
+    author_settings: bool = option(True, "apply the chosen policy loss's authors' general settings (its preset: loss_type, group filtering, ...; docs/baselines.md) to those left at their defaults, each stated in the log")
     loss_mode: str = option("vanilla", "policy loss: vanilla (PPO clip) | simko | clip_cov | kl_cov | dph | top_entropy (80/20 forking tokens) | archer | flowrl (trajectory balance with a learned log Z; policy_loss.*; docs/baselines.md)")
     num_iterations: int = option(1, "PPO epochs over each batch of rollouts")
     steps_per_generation: int = option(2, "minibatches (one optimizer step each) per epoch over a batch of rollouts")

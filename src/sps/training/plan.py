@@ -37,10 +37,12 @@ def train_plan(cfg: TrainConfig, layout: Layout | None = None, gpu_memory: float
     """The dry run of `sps train`: checks and the plan of the run `cfg` describes."""
     from sps.tasks.benchmarks import split_specs
     from sps.training.sps_phase import step_phase
-    from sps.training.validate import check_world, validate
+    from sps.training.validate import check_world, validate, with_presets
 
     plan = Plan()
     layout = layout or Layout(processes=int(os.environ.get("WORLD_SIZE", "1")))
+    cfg, applied = with_presets(cfg)
+    plan.lines += [f"preset: {line}" for line in applied]
     try:
         validate(cfg)
     except ValueError as e:

@@ -42,7 +42,7 @@ from sps.training.optimize import LossPart, optimize
 from sps.training.rollouts import Rollouts, record_rollouts
 from sps.training.run import RunFiles
 from sps.training.sps_phase import DemoBatch, DemoBuffer, Discriminator, Update, build_demos, step_phase
-from sps.training.validate import check_inputs, check_world, validate
+from sps.training.validate import check_inputs, check_world, validate, with_presets
 
 
 def train(cfg: TrainConfig, show_progress: bool = True, overwrite: bool = False, peft_config=None,
@@ -63,6 +63,7 @@ def train(cfg: TrainConfig, show_progress: bool = True, overwrite: bool = False,
 
     funcs = [cfg.reward_funcs] if callable(cfg.reward_funcs) or isinstance(cfg.reward_funcs, str) else cfg.reward_funcs
     cfg = replace(cfg, reward_funcs=[reward_spec(f) for f in funcs], peft=as_peft_config(peft_config or cfg.peft))
+    cfg, applied = with_presets(cfg)
     validate(cfg)
     device = check_device(cfg.device, "device")
     world = init_world(device)
@@ -88,6 +89,9 @@ def train(cfg: TrainConfig, show_progress: bool = True, overwrite: bool = False,
         raise
     step = checkpoint[0] if checkpoint else 0
     run.note_skipped(train_data)
+    if world.is_main:
+        for line in applied:
+            print(f"NOTICE: {line}")
 
     # The policy, its optimizer, and what it trains on.
     torch.manual_seed(cfg.seed)

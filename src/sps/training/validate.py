@@ -18,6 +18,22 @@ MAX_LEARNING_RATE = 1.0
 DEVICE = re.compile(r"|cpu|cuda(:\d+)?|mps")
 
 
+def with_presets(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """cfg with the chosen policy loss's preset (its authors' general settings) on the settings it
+    leaves at their defaults, and a line for each one applied; cfg as it is with author_settings off."""
+    import dataclasses
+
+    loss = POLICY_LOSSES.get(cfg.loss_mode)
+    if not cfg.author_settings or loss is None:
+        return cfg, []
+    defaults, applied = TrainConfig(), []
+    for key, value in loss.preset.items():
+        if getattr(cfg, key) == getattr(defaults, key) != value:
+            cfg = dataclasses.replace(cfg, **{key: value})
+            applied.append(f"loss_mode {cfg.loss_mode}: {key} {value!r}, its authors' setting (author_settings false keeps the default)")
+    return cfg, applied
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise ValueError naming the first inconsistent setting, before any work starts."""
     a = cfg.advantage

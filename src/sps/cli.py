@@ -17,10 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     was written stays) and exit 130 and 143."""
     from sps.interrupts import Interrupted, raise_on_sigterm
     from sps.io import DiskFull
+    from sps.plugins import load_plugins, plugins_in
 
+    argv = hyphenated(sys.argv[1:] if argv is None else argv)
+    try:
+        load_plugins(plugins_in(argv))  # before the parser: `--help` lists the methods they register
+    except ValueError as e:
+        print(f"sps: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     # Only `sps train` takes free-form --key value overrides; other commands reject unknown options.
-    args, extra = parser.parse_known_args(hyphenated(sys.argv[1:] if argv is None else argv))
+    args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
@@ -96,6 +103,7 @@ def add_eval(commands) -> None:
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--plugins", default="", help="comma-separated Python files or modules to import first (graders they register become choices; sps.plugins)")
     p.add_argument("--id-field", default="id")
     p.add_argument("--problem-field", default="problem")
     p.add_argument("--answer-field", default="answer")
@@ -153,6 +161,7 @@ def run_eval_command(args) -> int:
         reward_timeout=args.reward_timeout,
         reward_memory_limit=args.reward_memory_limit,
         regrade=args.regrade,
+        plugins=[f for f in args.plugins.split(",") if f],
     )
     if results:  # the main process's (under torchrun the others sampled their share and return none)
         print(combined_table(results))
@@ -204,6 +213,7 @@ def add_train(commands) -> None:
     from sps.training.config import TrainConfig
 
     settings = "\n".join(f"  --{key} (default {default}): {text}" for key, default, text in describe(TrainConfig))
+    settings += "\n\nmethods registered now (plugins: --plugins FILE.py adds theirs):\n" + registered_methods()
     p = commands.add_parser(
         "train",
         help="train a policy with GRPO-family RL or SPS",
@@ -219,6 +229,17 @@ def add_train(commands) -> None:
                    help="discard the run in output_dir and start over: needed when its settings, reward code, data, template or "
                         "start model differ from these, or when every checkpoint is damaged")
     p.set_defaults(run=run_train_command)
+
+
+def registered_methods() -> str:
+    """The names each registry holds, plugins' included: the choices of advantage_estimator, loss_mode and grader."""
+    from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS, REWARD_SHAPINGS
+    from sps.algorithms.policy_losses import LOSS_TERMS, POLICY_LOSSES
+    from sps.grading.registry import known_graders
+
+    tables = {"advantage_estimator": ADVANTAGE_ESTIMATORS, "loss_mode": POLICY_LOSSES, "reward shapings (always on, each with its knob)": REWARD_SHAPINGS,
+              "loss terms": LOSS_TERMS, "grader": known_graders()}
+    return "\n".join(f"  {name}: {', '.join(names)}" for name, names in tables.items())
 
 
 def run_train_command(args) -> int:

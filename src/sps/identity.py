@@ -129,4 +129,5 @@ def run_identity(cfg, start_model: str, train_data, eval_benchmarks: list, token
         "data": data_identity([p for b in [train_data, *eval_benchmarks] for p in b.problems]),
         "template": digest(" ".join(template_identity(t, tokenizer) for t in templates).encode()),
         "rewards": reward_identity(list(dict.fromkeys(cfg.reward_funcs or [cfg.grader or b.grader for b in [train_data, *eval_benchmarks]]))),
+        "plugins": {spec: function_identity(f"{spec}:") for spec in cfg.plugins},  # a plugin's methods are its file's code
     }

@@ -51,6 +51,7 @@ def evaluate_model(
     reward_memory_limit: float = DEFAULT_MEMORY_LIMIT_GIB,
     regrade: bool = False,
     flag=lambda name: f"--{name}",
+    plugins: list[str] = (),
 ) -> dict[str, dict]:
     """Evaluate one model on each benchmark; returns {benchmark name: metrics}.
 
@@ -65,8 +66,10 @@ def evaluate_model(
     from sps.grading.rewards import RewardFunctions
     from sps.identity import data_identity, model_identity, reward_identity, template_identity
     from sps.models.loading import check_device, load_policy, load_tokenizer, resolve_model_path
+    from sps.plugins import load_plugins
     from sps.training.distributed import init_world
 
+    load_plugins(list(plugins))
     check_settings(base, batch_size)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -191,6 +194,7 @@ def evaluate(
     answer_field: str = "answer",
     overwrite: bool = False,
     regrade: bool = False,
+    plugins: list[str] = (),
     **aliases,
 ) -> dict:
     """`sps eval` from Python, with its options under the same names: sample n completions per
@@ -229,7 +233,8 @@ def evaluate(
                              FieldNames(id_field, problem_field, answer_field), engine=engine,
                              batch_size=batch_size, dtype=dtype, device=device, overwrite=overwrite,
                              max_reward_failures=max_reward_failures, reward_timeout=reward_timeout,
-                             reward_memory_limit=reward_memory_limit, regrade=regrade, flag=lambda name: f"{name}=True")
+                             reward_memory_limit=reward_memory_limit, regrade=regrade, flag=lambda name: f"{name}=True",
+                             plugins=list(plugins))
     results = {name: keyed_by_int(m) for name, m in results.items()}
     return next(iter(results.values())) if len(specs) == 1 and results else results
 

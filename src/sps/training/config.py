@@ -133,6 +133,7 @@ class TrainConfig:
 
     # What to train, on what.
     model: str = option("", "policy to start from: a folder, a hub id, smollm2-135m-instruct, or 'testbed' for the built-in testbed model")
+    plugins: list[str] = option([], "your own methods: Python files (path/to/my_method.py) or modules (my_package.methods) imported before the settings are checked, so what they register is a valid choice (sps.plugins; examples/my_method.py)")
     algorithm: str = option("grpo", "grpo | sps")
     train_data: str = option("countdown-train", "training prompts: a benchmark name (math_train, gsm8k_train, countdown-train), a JSON Lines path, hf:owner/name[:split] or rg:<task>[?settings] (a reasoning-gym generator, e.g. rg:chain_sum?max_terms=2)")
     train_size: int = option(512, "prompt_mode fixed: size of the fixed training set revisited over epochs (0 = all problems)")

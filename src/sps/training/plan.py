@@ -41,6 +41,9 @@ def train_plan(cfg: TrainConfig, layout: Layout | None = None, gpu_memory: float
 
     plan = Plan()
     layout = layout or Layout(processes=int(os.environ.get("WORLD_SIZE", "1")))
+    from sps.plugins import load_plugins
+
+    load_plugins(cfg.plugins)
     cfg, applied = with_presets(cfg)
     plan.lines += [f"preset: {line}" for line in applied]
     try:

@@ -58,11 +58,14 @@ def train(cfg: TrainConfig, show_progress: bool = True, overwrite: bool = False,
     from sps.grading.rewards import RewardFunctions
     from sps.identity import run_identity
     from sps.models.loading import check_device, load_tokenizer, resolve_dtype
+    from sps.plugins import load_plugins, resolve_plugin
     from sps.tasks.benchmarks import load_benchmark
     from sps.tasks.prompts import PromptSource
 
+    load_plugins(cfg.plugins)  # first: their methods are choices the settings may name
     funcs = [cfg.reward_funcs] if callable(cfg.reward_funcs) or isinstance(cfg.reward_funcs, str) else cfg.reward_funcs
-    cfg = replace(cfg, reward_funcs=[reward_spec(f) for f in funcs], peft=as_peft_config(peft_config or cfg.peft))
+    cfg = replace(cfg, reward_funcs=[reward_spec(f) for f in funcs], peft=as_peft_config(peft_config or cfg.peft),
+                  plugins=[resolve_plugin(p) for p in cfg.plugins])
     cfg, applied = with_presets(cfg)
     validate(cfg)
     device = check_device(cfg.device, "device")

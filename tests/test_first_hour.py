@@ -48,7 +48,7 @@ def test_a_changed_reward_is_named_and_regrade_scores_the_same_samples_again(ran
     assert small_eval(random_llama, data, out, reward)["mean_reward"] == pytest.approx(0.06)
     before = read_jsonl(out / "samples.jsonl")
     reward_file(tmp_path / "mine.py", "1.0")  # same file, same function name, another body
-    with pytest.raises(ValueError, match=rf"scored by another version of {tmp_path / 'mine.py'}:score\. Use regrade=True to score them again, overwrite=True"):
+    with pytest.raises(ValueError, match=rf"the reward function {tmp_path / 'mine.py'}:score changed since its samples were scored; use regrade=True to score them again, overwrite=True"):
         small_eval(random_llama, data, out, reward)
     assert small_eval(random_llama, data, out, reward, regrade=True)["mean_reward"] == pytest.approx(1.0)
     after = read_jsonl(out / "samples.jsonl")
@@ -61,7 +61,7 @@ def test_changed_data_or_model_is_refused_naming_it(random_llama, tmp_path, caps
     reward = reward_file(tmp_path / "mine.py", "0.5")
     small_eval(random_llama, data, out, reward)
     rows_file(data, 2)  # same file name, other content
-    with pytest.raises(ValueError, match=r"holds samples of another data \(changed since they were made\)\. Use another output folder, or overwrite=True"):
+    with pytest.raises(ValueError, match=r": the data changed since its samples were made; use another output folder, or overwrite=True"):
         small_eval(random_llama, data, out, reward)
     rows_file(data, 3)
     model = tmp_path / "model"
@@ -73,7 +73,7 @@ def test_changed_data_or_model_is_refused_naming_it(random_llama, tmp_path, caps
     args = ["eval", "--model", str(model), "--benchmark", str(data), "--n", "2", "--temperature", "1.0", "--max-new-tokens", "8",
             "--prompt-template", "plain", "--reward-funcs", reward, "--out", str(tmp_path / "eval2")]
     assert main(args) == 2
-    assert "holds samples of another model (changed since they were made). Use another output folder, or --overwrite" in capsys.readouterr().err
+    assert ": the model changed since its samples were made; use another output folder, or --overwrite" in capsys.readouterr().err
 
 
 # ---- 5. one vocabulary ---------------------------------------------------------------------------
@@ -248,14 +248,14 @@ def test_a_finished_run_is_not_resumed_after_its_reward_or_data_changed(random_l
     assert main(["train", "--config", str(config)]) == 0
     reward_file(tmp_path / "mine.py", "1.0")  # the same file and function name, another body
     assert main(["train", "--config", str(config)]) == 2
-    assert error_of(capsys) == (f"sps train: error: {run_dir} holds a run of another rewards {reward} (changed since the run began: "
-                                "resuming would mix numbers of the two); choose another output_dir, or rerun with --overwrite to start over in it")
+    assert error_of(capsys) == (f"sps train: error: {run_dir}: the reward function {reward} changed since the run began, and resuming "
+                                "would mix numbers of the two; choose another output_dir, or rerun with --overwrite to start over in it")
     from sps import TrainConfig, train
 
     with pytest.raises(ValueError, match=r"rerun with overwrite=True to start over in it"):
         train(TrainConfig(**values))
     rows_file(data, 9)
-    with pytest.raises(ValueError, match=r"holds a run of another data, rewards"):
+    with pytest.raises(ValueError, match=r": the data, the reward function .* changed since the run began"):
         train(TrainConfig(**values))
     assert main(["train", "--config", str(config), "--overwrite"]) == 0
     assert [r["reward"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1.0, 1.0]  # the new reward's, from step 1

@@ -107,17 +107,26 @@ def model_identity(path: str) -> str:
     return digest(json.dumps(entries).encode())
 
 
-def changes(recorded: dict, current: dict) -> list[str]:
-    """What differs between two identities, named (a key the record lacks is not a change: made
-    before sps recorded it)."""
+NAMES = {"model": "the model", "data": "the data", "template": "the prompt template"}
+
+
+def changes(recorded: dict, current: dict) -> list[tuple[str, str]]:
+    """What differs between two identities, as (key, what a message calls it); a key the record
+    lacks is not a change (made before sps recorded it)."""
     out = []
     for key, now in current.items():
         then = recorded.get(key, now)
         if isinstance(now, dict):
-            out += [f"{key} {name}" for name in now if then.get(name, now[name]) != now[name]]
+            out += [(key, describe(key, name)) for name in now if then.get(name, now[name]) != now[name]]
         elif then != now:
-            out.append(key)
+            out.append((key, NAMES.get(key, key)))
     return out
+
+
+def describe(key: str, name: str) -> str:
+    if key == "rewards":
+        return f"the reward function {name}" if ":" in name else f"the grader {name}"
+    return f"the plugin {name}" if key == "plugins" else f"{key} {name}"
 
 
 def run_identity(cfg, start_model: str, train_data, eval_benchmarks: list, tokenizer) -> dict:

@@ -92,16 +92,16 @@ def prepare_out_dir(out_dir: Path, settings: EvalSettings, overwrite: bool, iden
                 f"Use another output folder, or {flag('overwrite')} to discard it."
             )
         changed = changes(stored.get("identity", {}), identity or {})
-        sampled = [c for c in changed if not c.startswith("rewards")]
+        sampled = [what for key, what in changed if key != "rewards"]
         if sampled:
             raise SettingsMismatch(
-                f"{out_dir} holds samples of another {', '.join(sampled)} (changed since they were made). "
-                f"Use another output folder, or {flag('overwrite')} to discard them."
+                f"{out_dir}: {', '.join(sampled)} changed since its samples were made; "
+                f"use another output folder, or {flag('overwrite')} to discard them"
             )
         if changed and not regrade:
             raise SettingsMismatch(
-                f"{out_dir} holds samples scored by another version of {', '.join(c.removeprefix('rewards ') for c in changed)}. "
-                f"Use {flag('regrade')} to score them again, {flag('overwrite')} to discard them, or another output folder."
+                f"{out_dir}: {', '.join(what for _, what in changed)} changed since its samples were scored; "
+                f"use {flag('regrade')} to score them again, {flag('overwrite')} to discard them, or another output folder"
             )
         rescore = bool(changed)
     if overwrite:

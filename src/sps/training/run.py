@@ -133,8 +133,8 @@ class RunFiles:
             other = changes(json.loads(identity_file.read_text()), identity)
             if other:
                 raise ValueError(
-                    f"{self.dir} holds a run of another {', '.join(other)} (changed since the run began: resuming would mix "
-                    f"numbers of the two); choose another output_dir, or rerun with {self.flag('overwrite')} to start over in it"
+                    f"{self.dir}: {', '.join(what for _, what in other)} changed since the run began, and resuming would mix "
+                    f"numbers of the two; choose another output_dir, or rerun with {self.flag('overwrite')} to start over in it"
                 )
         atomic_write_text(saved_file, yaml.safe_dump(current, sort_keys=False))
         if identity is not None:

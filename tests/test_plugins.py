@@ -15,6 +15,23 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "my_method.py"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
+@pytest.fixture(autouse=True)
+def registries_as_shipped():
+    """What a plugin registers in this process is taken out again, so the other tests see the shipped methods."""
+    import sys
+
+    from sps.algorithms.advantages import ADVANTAGE_ESTIMATORS
+    from sps.algorithms.policy_losses import POLICY_LOSSES
+
+    saved = [(table, dict(table)) for table in (ADVANTAGE_ESTIMATORS, POLICY_LOSSES)]
+    yield
+    for table, before in saved:
+        table.clear()
+        table.update(before)
+    for name in [name for name in sys.modules if name.startswith("sps_plugin_")]:
+        del sys.modules[name]
+
+
 def test_a_plugin_s_methods_train_from_the_command_line_and_show_in_help(random_llama, tmp_path, capsys):
     assert not [p for p in SRC.rglob("*.py") if "sign_baseline" in p.read_text() or "entropy_weighted" in p.read_text()]
     run_dir = tmp_path / "run"

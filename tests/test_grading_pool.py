@@ -202,21 +202,28 @@ def test_the_workers_die_with_a_killed_parent(tmp_path):
         "from sps.grading.pool import WorkerPool; from test_grading_pool import record\n"
         f"if __name__ == '__main__': WorkerPool(record, workers=2, timeout_s=600).map([({str(log)!r}, i, 'hang') for i in range(2)])"
     )], cwd=Path(__file__).parent)
-    workers: list[psutil.Process] = []
+    workers, alive = killed_once(parent, lambda: log.exists() and len(log.read_text().split()) == 2, 60, 5)  # both items running
+    assert len(workers) == 3  # the two workers and multiprocessing's resource tracker
+    assert not alive, "a worker outlived its parent"
+
+
+def killed_once(process: subprocess.Popen, started, limit: float, grace: float) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """SIGKILL `process` once `started()` holds (within `limit` s): (its descendants at that moment,
+    those still alive `grace` s later). Whatever is left is killed before returning."""
+    descendants: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 60
-        while not (log.exists() and len(log.read_text().split()) == 2):  # both items running
-            assert parent.poll() is None and time.monotonic() < deadline
+        deadline = time.monotonic() + limit
+        while not started():
+            assert process.poll() is None and time.monotonic() < deadline, "it ended, or never started its work"
             time.sleep(0.05)
-        workers = psutil.Process(parent.pid).children(recursive=True)
-        assert len(workers) == 3  # the two workers and multiprocessing's resource tracker
-        parent.kill()
-        parent.wait()
-        assert not alive_after(workers, 5), "a worker outlived its parent"
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        process.kill()
+        process.wait()
+        return descendants, alive_after(descendants, grace)
     finally:
-        parent.kill()
-        for process in alive_after(workers, 0):
-            process.kill()
+        process.kill()
+        for survivor in alive_after(descendants, 0):
+            survivor.kill()
 
 
 def alive_after(processes: list[psutil.Process], seconds: float) -> list[psutil.Process]:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import subprocess
-import time
 from pathlib import Path
 
-import psutil  # installed with peft
 import pytest
-from test_grading_pool import alive_after
+from test_grading_pool import killed_once
 from test_reliability import EVAL, config_file, error_of, settings, train_command
 from test_train import rows
 
@@ -144,21 +141,9 @@ def test_a_killed_run_leaves_no_reward_worker_and_the_rerun_resumes(random_llama
     (tmp_path / "sleepy" / "hang").write_text("")
     config = config_file(tmp_path, "run", **settings(random_llama, run_dir, reward_funcs=[spec], max_steps=2))
     run = subprocess.Popen(train_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    descendants: list[psutil.Process] = []
-    try:
-        deadline = time.monotonic() + 180
-        while not (tmp_path / "sleepy" / "started").exists():
-            assert run.poll() is None and time.monotonic() < deadline, "the run ended, or never called its reward"
-            time.sleep(0.05)
-        descendants = psutil.Process(run.pid).children(recursive=True)
-        assert len(descendants) >= 2  # reward workers and multiprocessing's resource tracker
-        run.send_signal(signal.SIGKILL)
-        run.wait()
-        assert not alive_after(descendants, 10), "a process of the killed run is still alive"
-    finally:
-        run.kill()
-        for process in alive_after(descendants, 0):
-            process.kill()
+    descendants, alive = killed_once(run, (tmp_path / "sleepy" / "started").exists, 180, 10)
+    assert len(descendants) >= 2  # reward workers and multiprocessing's resource tracker
+    assert not alive, "a process of the killed run is still alive"
     (tmp_path / "sleepy" / "hang").unlink()
     subprocess.run(train_command(config), check=True, capture_output=True, timeout=600)
     assert [r["step"] for r in rows(run_dir)] == [1, 2]

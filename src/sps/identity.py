@@ -51,14 +51,18 @@ def function_identity(spec: str) -> str:
         code = getattr(obj, "func", type(obj))
         source = inspect.getsourcefile(code) if inspect.isfunction(code) or inspect.isclass(code) else None
         return digest(f"{spec.rpartition('#')[2]} {file_identity(Path(source)) if source else ''}".encode())
-    target, _, name = spec.rpartition(":")
+    return code_identity(spec.rpartition(":")[0])
+
+
+def code_identity(target: str) -> str:
+    """Digest of a Python file (path/to/file.py) or of an importable module's file."""
     if target.endswith(".py"):
         path = Path(target)
         return file_identity(path) if path.is_file() else "missing"
     found = importlib.util.find_spec(target.split(".")[0]) and importlib.util.find_spec(target)
     if found is not None and found.origin and Path(found.origin).is_file():
         return file_identity(Path(found.origin))
-    return digest(spec.encode())
+    return digest(target.encode())
 
 
 def grader_identity(name: str) -> str:
@@ -138,5 +142,5 @@ def run_identity(cfg, start_model: str, train_data, eval_benchmarks: list, token
         "data": data_identity([p for b in [train_data, *eval_benchmarks] for p in b.problems]),
         "template": digest(" ".join(template_identity(t, tokenizer) for t in templates).encode()),
         "rewards": reward_identity(list(dict.fromkeys(cfg.reward_funcs or [cfg.grader or b.grader for b in [train_data, *eval_benchmarks]]))),
-        "plugins": {spec: function_identity(f"{spec}:") for spec in cfg.plugins},  # a plugin's methods are its file's code
+        "plugins": {spec: code_identity(spec) for spec in cfg.plugins},  # a plugin's methods are its file's code
     }

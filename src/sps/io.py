@@ -161,6 +161,23 @@ def remove_leftovers(folder: Path) -> list[Path]:
     return found
 
 
+def import_file(path: Path, name: str):
+    """Run the Python file `path` as the module `name` (registered in sys.modules while it runs, as
+    an import would, and taken out again when it raises) and return it."""
+    import importlib.util
+    import sys
+
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file, read in 8 MiB blocks."""
     import hashlib

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
+
+from sps.io import import_file
 
 
 def resolve_plugin(spec: str) -> str:
@@ -34,13 +35,9 @@ def load_plugins(specs: list[str]) -> None:
                 continue
             if not path.is_file():
                 raise ValueError(f"plugin {spec}: the file does not exist")
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module  # before running it: a failed import is taken out again below
             try:
-                module_spec.loader.exec_module(module)
+                import_file(path, name)
             except Exception as e:
-                del sys.modules[name]
                 raise ValueError(f"plugin {spec}: importing it raised {type(e).__name__}: {e}") from None
         else:
             try:
@@ -54,7 +51,7 @@ def plugins_in(argv: list[str]) -> list[str]:
     import before the parser is built, so that `--help` lists their methods."""
     found = []
     for i, arg in enumerate(argv):
-        if arg in ("--plugins", "--plugins=") and i + 1 < len(argv):
+        if arg == "--plugins" and i + 1 < len(argv):
             found += argv[i + 1].split(",")
         elif arg.startswith("--plugins="):
             found += arg.split("=", 1)[1].split(",")

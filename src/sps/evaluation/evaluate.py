@@ -95,12 +95,13 @@ def evaluate_model(
             scorers[tuple(settings_of[b.name].rewards())].check_arguments(b.problems[0])
         model = None if engine == "vllm" else load_policy(model_name, dtype=dtype, device=device)[0]  # vLLM holds its own copy
         rollout = make_engine(engine, model, tokenizer, path, batch_size)
+        model_digest = model_identity(path)
         for b in benchmarks:
             settings = settings_of[b.name]
             key = tuple(settings.rewards())
             folder = out if len(benchmarks) == 1 else out / b.name
             problems = b.problems[: settings.limit] if settings.limit else b.problems
-            identity = {"model": model_identity(path), "data": data_identity(problems),
+            identity = {"model": model_digest, "data": data_identity(problems),
                         "template": template_identity(settings.prompt_template, tokenizer), "rewards": reward_identity(settings.rewards())}
             results[b.name] = run_eval(rollout, tokenizer, b, settings, folder, scorers[key], batch_size, overwrite,
                                        max_reward_failures=max_reward_failures, world=world, identity=identity,

@@ -80,7 +80,7 @@ def prepare_out_dir(out_dir: Path, settings: EvalSettings, overwrite: bool, iden
     rescore = False
     # settings.json without a sample holds nothing: an evaluation that failed before its first
     # batch does not stand in the way of the corrected rerun.
-    if settings_file.exists() and not overwrite and read_jsonl_repairing(out_dir / "samples.jsonl"):
+    if settings_file.exists() and not overwrite and holds_a_sample(out_dir / "samples.jsonl"):
         stored = json.loads(settings_file.read_text())
         # A setting added since that evaluation was made counts as its default there.
         defaults = asdict(EvalSettings(model="", benchmark=""))
@@ -109,6 +109,18 @@ def prepare_out_dir(out_dir: Path, settings: EvalSettings, overwrite: bool, iden
             (out_dir / name).unlink(missing_ok=True)
     atomic_write_json(settings_file, current)
     return rescore
+
+
+def holds_a_sample(samples_file: Path) -> bool:
+    """Whether samples.jsonl holds a complete line, read only as far as its first newline (the
+    file of a large evaluation runs to hundreds of MB)."""
+    if not samples_file.is_file():
+        return False
+    with samples_file.open("rb") as f:
+        while block := f.read(1 << 16):
+            if b"\n" in block:
+                return True
+    return False
 
 
 def rescore_rows(rows: list[dict], by_id: dict, settings: EvalSettings, tokenizer, rewards, max_reward_failures: int,
@@ -187,7 +199,7 @@ def run_eval(
         return evaluate_into(engine, tokenizer, benchmark, settings, out_dir, rewards, batch_rows, overwrite, show_progress,
                              max_reward_failures, world, identity, regrade, flag)
     except BaseException:
-        if lock is not None and created and not read_jsonl_repairing(out_dir / "samples.jsonl"):
+        if lock is not None and created and not holds_a_sample(out_dir / "samples.jsonl"):
             lock.close()
             shutil.rmtree(out_dir, ignore_errors=True)  # a failed start leaves no folder behind
         raise

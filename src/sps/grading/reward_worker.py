@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import errno
 import importlib
-import importlib.util
 import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from sps.io import import_file
 
 
 @lru_cache(maxsize=32)
@@ -25,10 +26,8 @@ def load_function(spec: str) -> Callable:
         path = Path(target)
         if not path.is_file():
             raise ValueError(f"reward function {spec!r}: the file {path} does not exist")
-        module_spec = importlib.util.spec_from_file_location(f"sps_reward_{abs(hash(str(path)))}", path)
-        module = importlib.util.module_from_spec(module_spec)
         try:
-            module_spec.loader.exec_module(module)
+            module = import_file(path, f"sps_reward_{abs(hash(str(path)))}")
         except Exception as e:
             raise ValueError(f"reward function {spec!r}: importing {path} raised {type(e).__name__}: {e}") from e
     else:

@@ -179,8 +179,9 @@ class RewardFunctions:
         for spec, takes in self.parameters.items():
             missing = [name for name in takes.required if name not in given]
             if missing:
+                them = "them" if len(missing) > 1 else "it"
                 raise ValueError(f"reward function {spec}: requires {', '.join(map(repr, missing))}, which sps does not pass; "
-                                 f"it passes {', '.join(given)} (the row's columns by name): give {'them' if len(missing) > 1 else 'it'} a default or leave {'them' if len(missing) > 1 else 'it'} out")
+                                 f"it passes {', '.join(given)} (the row's columns by name): give {them} a default or leave {them} out")
             unknown = [name for name in given if name not in takes.named]
             if unknown and not takes.any_keyword:
                 raise ValueError(f"reward function {spec}: takes no keyword {unknown[0]!r}, which sps passes with "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from sps.config import option, section
 
@@ -114,10 +114,8 @@ def as_peft_config(value) -> PeftConfig:
         return value
     if type(value).__name__ != "LoraConfig":
         raise ValueError(f"peft must be sps.PeftConfig or peft.LoraConfig (got {type(value).__name__})")
-    import dataclasses as fields_of
-
     default = type(value)()
-    unsupported = [f"{f.name}={getattr(value, f.name)!r}" for f in fields_of.fields(value)
+    unsupported = [f"{f.name}={getattr(value, f.name)!r}" for f in fields(value)
                    if f.name not in LORA_BOOKKEEPING and getattr(value, f.name) != getattr(default, f.name)]
     if unsupported:
         raise ValueError(f"peft_config: sps trains a LoraConfig's r, lora_alpha, lora_dropout and target_modules; "

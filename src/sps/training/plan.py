@@ -35,14 +35,13 @@ VLLM_SHARE = 0.4  # the GPU share the vLLM engine reserves (sps.rollout.vllm_eng
 
 def train_plan(cfg: TrainConfig, layout: Layout | None = None, gpu_memory: float | None = None) -> Plan:
     """The dry run of `sps train`: checks and the plan of the run `cfg` describes."""
+    from sps.plugins import load_plugins
     from sps.tasks.benchmarks import split_specs
     from sps.training.sps_phase import step_phase
     from sps.training.validate import check_world, validate, with_presets
 
     plan = Plan()
     layout = layout or Layout(processes=int(os.environ.get("WORLD_SIZE", "1")))
-    from sps.plugins import load_plugins
-
     load_plugins(cfg.plugins)
     cfg, applied = with_presets(cfg)
     plan.lines += [f"preset: {line}" for line in applied]

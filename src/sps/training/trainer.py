@@ -84,8 +84,9 @@ def train(cfg: TrainConfig, show_progress: bool = True, overwrite: bool = False,
     try:
         for benchmark in [train_data, *run.eval_benchmarks]:
             grader.check_arguments(benchmark.problems[0])
-        check_inputs(cfg, start_model, train_data, run.eval_benchmarks)
-        identity = run_identity(cfg, start_model, train_data, run.eval_benchmarks, load_tokenizer(start_model))
+        tokenizer = load_tokenizer(start_model)
+        check_inputs(cfg, start_model, tokenizer, train_data, run.eval_benchmarks)
+        identity = run_identity(cfg, start_model, train_data, run.eval_benchmarks, tokenizer)
         checkpoint, notices = run.start(identity)
     except BaseException:
         grader.close()

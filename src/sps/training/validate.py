@@ -104,13 +104,12 @@ def check_world(cfg: TrainConfig, processes: int) -> None:
         raise ValueError("config: sps.demo_weighting adversarial runs in a single process (each process would train its own discriminator)")
 
 
-def check_inputs(cfg: TrainConfig, model_path: str, train_data, eval_benchmarks: list) -> None:
+def check_inputs(cfg: TrainConfig, model_path: str, tokenizer, train_data, eval_benchmarks: list) -> None:
     """What the model, tokenizer and data must satisfy, checked before anything is written: every
     prompt plus max_completion_length fits the model's context (a problem far too large for it is
     named, not tokenised into an out-of-memory)."""
     from transformers import AutoConfig
 
-    from sps.models.loading import load_tokenizer
     from sps.models.lora import is_adapter_folder
 
     check_sizes(cfg, train_data)
@@ -120,7 +119,6 @@ def check_inputs(cfg: TrainConfig, model_path: str, train_data, eval_benchmarks:
     if cfg.peft.r and cfg.peft.target_modules:
         check_target_modules(cfg.peft.target_modules, model_config)
     context = getattr(model_config, "max_position_embeddings", None)
-    tokenizer = load_tokenizer(model_path)
     benchmarks = [("train_data", train_data)] + [("eval_benchmark", b) for b in eval_benchmarks]
     for setting, benchmark in benchmarks:
         template = cfg.prompt_template or benchmark.template
